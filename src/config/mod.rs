@@ -1,0 +1,774 @@
+//! Configuration: reads `scopegate.yaml` and its policy files, validates everything, and produces
+//! the typed [`Config`] that request-time code uses without re-checking anything.
+
+mod error;
+mod locate;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Uri};
+use jsonwebtoken::Algorithm;
+
+pub use error::{ConfigError, ConfigErrors};
+use locate::{Locator, Step};
+
+use crate::route::{Access, Route, RouteTable, ScopeRule};
+
+/// A whole validated configuration: the server file plus every policy file.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub issuers: Vec<Arc<IssuerConfig>>,
+    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    pub routes: RouteTable,
+    pub limits: Limits,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// One trusted token issuer.
+#[derive(Debug)]
+pub struct IssuerConfig {
+    /// The name it has in `issuers:` (used in metrics and logs).
+    pub name: String,
+    /// The exact `iss` claim value.
+    pub issuer: String,
+    pub keys: KeysSource,
+    pub algorithms: Vec<Algorithm>,
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    pub scopes_claim: String,
+    pub scopes_format: ScopesFormat,
+    /// When set, the token header's `typ` must equal this (case-insensitively).
+    pub typ: Option<String>,
+    pub refresh_interval: Duration,
+    pub unknown_kid_cooldown: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeysSource {
+    Jwks(Uri),
+    /// An OIDC discovery document whose `jwks_uri` names the JWKS.
+    Discovery(Uri),
+}
+
+/// How the scopes claim is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopesFormat {
+    /// One space-delimited string (`scope`, RFC 8693 / RFC 9068).
+    Space,
+    /// An array of strings (`scp`, Auth0 `permissions`).
+    Array,
+}
+
+/// One upstream API.
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix from the URL, without a trailing `/` (empty for none).
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// Size and cache bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_token_bytes: usize,
+    pub token_cache_entries: u64,
+}
+
+/// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        std::fs::read_to_string(path)
+            .map(|text| Self {
+                path: path.to_path_buf(),
+                text,
+            })
+            .map_err(|e| {
+                ConfigError::new(path, format!("cannot read file: {e}")).hint(
+                    "check the path; relative paths are resolved from the server file's folder",
+                )
+            })
+    }
+}
+
+/// Loads and validates the server file at `path` and every policy file it names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let server = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut errors = Vec::new();
+    let Some(raw) = parse::<raw::Server>(&server, &mut errors) else {
+        return Err(ConfigErrors(errors));
+    };
+    let locator = Locator::new(&server.text);
+    let mut policies = Vec::new();
+    for (i, entry) in raw.policies.iter().enumerate() {
+        let at = locator.find(&[Step::Key("policies"), Step::Index(i)]);
+        match policy_files(&base.join(entry)) {
+            Ok(files) if files.is_empty() => errors.push(
+                ConfigError::new(
+                    &server.path,
+                    format!("policy folder `{entry}` has no .yaml files"),
+                )
+                .at(at)
+                .hint("add a policy file, or remove this entry"),
+            ),
+            Ok(files) => {
+                for file in files {
+                    match Source::read(&file) {
+                        Ok(source) => policies.push(source),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(
+                ConfigError::new(
+                    &server.path,
+                    format!("cannot read policy path `{entry}`: {e}"),
+                )
+                .at(at)
+                .hint("policy paths are files or folders, relative to the server file"),
+            ),
+        }
+    }
+    match from_parsed(&server, raw, &base, &policies) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Validates a server file and policy files given as text. `base` resolves TLS file paths.
+pub fn from_sources(
+    server: &Source,
+    base: &Path,
+    policies: &[Source],
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let Some(raw) = parse::<raw::Server>(server, &mut errors) else {
+        return Err(ConfigErrors(errors));
+    };
+    from_parsed(server, raw, base, policies)
+}
+
+fn policy_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        std::fs::metadata(path)?;
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Deserializes `source`, turning a serde_yaml error into a located [`ConfigError`].
+fn parse<T: serde::de::DeserializeOwned>(
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match serde_yaml::from_str::<T>(&source.text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut message = e.to_string();
+            let at = e.location().map(|l| (l.line(), l.column()));
+            if let Some(cut) = message.find(" at line ") {
+                message.truncate(cut);
+            }
+            let hint = if message.contains("unknown field") {
+                "fix the spelling: the keys this place accepts are listed above"
+            } else if message.contains("missing field") {
+                "add the missing key"
+            } else {
+                "fix the YAML at this position"
+            };
+            errors.push(ConfigError::new(&source.path, message).at(at).hint(hint));
+            None
+        }
+    }
+}
+
+/// Collects located errors for one file.
+struct Check<'a> {
+    file: &'a Path,
+    locator: Locator,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Check<'_> {
+    fn error(&mut self, path: &[Step<'_>], message: impl Into<String>, hint: impl Into<String>) {
+        let at = self.locator.find(path);
+        self.errors
+            .push(ConfigError::new(self.file, message).at(at).hint(hint));
+    }
+
+    fn duration(&mut self, path: &[Step<'_>], value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not a duration: {e}"),
+                    "write a duration like `500ms`, `30s`, `5m` or `1h`",
+                );
+                default
+            }
+        }
+    }
+}
+
+fn from_parsed(
+    server: &Source,
+    raw: raw::Server,
+    base: &Path,
+    policies: &[Source],
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut check = Check {
+        file: &server.path,
+        locator: Locator::new(&server.text),
+        errors: &mut errors,
+    };
+
+    let listen = Listen {
+        proxy: socket_addr(&mut check, "proxy", &raw.listen.proxy),
+        admin: socket_addr(&mut check, "admin", &raw.listen.admin),
+    };
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| tls_config(&mut check, base, t));
+    let issuers = raw
+        .issuers
+        .iter()
+        .filter_map(|(name, i)| issuer(&mut check, name, i))
+        .map(Arc::new)
+        .collect::<Vec<_>>();
+    let mut seen_iss: HashMap<&str, &str> = HashMap::new();
+    for i in &issuers {
+        if let Some(other) = seen_iss.insert(&i.issuer, &i.name) {
+            check.error(
+                &[
+                    Step::Key("issuers"),
+                    Step::Key(&i.name),
+                    Step::Key("issuer"),
+                ],
+                format!(
+                    "issuers `{other}` and `{}` have the same `issuer` value `{}`",
+                    i.name, i.issuer
+                ),
+                "each trusted issuer must appear once; merge the two entries",
+            );
+        }
+    }
+    let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
+        .upstreams
+        .iter()
+        .filter_map(|(name, u)| upstream(&mut check, name, u).map(|u| (name.clone(), Arc::new(u))))
+        .collect();
+    let limits = Limits {
+        max_token_bytes: raw.limits.max_token_bytes.unwrap_or(8 * 1024),
+        token_cache_entries: raw.limits.token_cache_entries.unwrap_or(10_000),
+    };
+    if raw.issuers.is_empty() {
+        check.error(
+            &[],
+            "no `issuers` are configured",
+            "add at least one trusted issuer under `issuers:`",
+        );
+    }
+
+    let mut routes = Vec::new();
+    let mut origins: Vec<(PathBuf, Option<(usize, usize)>)> = Vec::new();
+    for source in policies {
+        let Some(policy) = parse::<raw::Policy>(source, check.errors) else {
+            continue;
+        };
+        let mut pcheck = Check {
+            file: &source.path,
+            locator: Locator::new(&source.text),
+            errors: check.errors,
+        };
+        for (i, r) in policy.routes.iter().enumerate() {
+            if let Some(route) = route(&mut pcheck, i, r, &upstreams) {
+                origins.push((
+                    source.path.clone(),
+                    pcheck.locator.find(&[Step::Key("routes"), Step::Index(i)]),
+                ));
+                routes.push(route);
+            }
+        }
+    }
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        if let Some(first) = by_name.insert(&r.name, i) {
+            let (file, at) = &origins[i];
+            let (first_file, first_at) = &origins[first];
+            check.errors.push(
+                ConfigError::new(file, format!("route name `{}` is used twice", r.name))
+                    .at(*at)
+                    .hint(format!(
+                        "first defined at {}{}; give each route its own name",
+                        first_file.display(),
+                        line_suffix(*first_at)
+                    )),
+            );
+        }
+    }
+    let table = match RouteTable::build(routes.into_iter().map(Arc::new).collect()) {
+        Ok(t) => Some(t),
+        Err(conflicts) => {
+            for c in conflicts {
+                let (file, at) = &origins[c.route];
+                let (other_file, other_at) = &origins[c.other];
+                check.errors.push(
+                    ConfigError::new(file, c.message)
+                        .at(*at)
+                        .hint(format!(
+                            "the other route is at {}{}; make the paths distinct, or use different methods or hosts",
+                            other_file.display(),
+                            line_suffix(*other_at)
+                        )),
+                );
+            }
+            None
+        }
+    };
+    match table {
+        Some(routes) if errors.is_empty() => Ok(Config {
+            listen,
+            tls,
+            issuers,
+            upstreams,
+            routes,
+            limits,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn line_suffix(at: Option<(usize, usize)>) -> String {
+    at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default()
+}
+
+fn socket_addr(check: &mut Check<'_>, key: &str, value: &str) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        check.error(
+            &[Step::Key("listen"), Step::Key(key)],
+            format!("`{value}` is not a listen address"),
+            "write an IP and port, like `0.0.0.0:8080` or `[::]:8080`",
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn tls_config(
+    check: &mut Check<'_>,
+    base: &Path,
+    tls: &raw::Tls,
+) -> Option<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = base.join(&tls.cert);
+    let key_path = base.join(&tls.key);
+    let certs: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) | Err(_) => {
+            check.error(
+                &[Step::Key("tls"), Step::Key("cert")],
+                format!(
+                    "cannot read a PEM certificate chain from `{}`",
+                    cert_path.display()
+                ),
+                "point `tls.cert` at a PEM file with the server certificate first",
+            );
+            return None;
+        }
+    };
+    let Ok(key) = PrivateKeyDer::from_pem_file(&key_path) else {
+        check.error(
+            &[Step::Key("tls"), Step::Key("key")],
+            format!(
+                "cannot read a PEM private key from `{}`",
+                key_path.display()
+            ),
+            "point `tls.key` at a PEM file with a PKCS#8, PKCS#1 or SEC1 private key",
+        );
+        return None;
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let built = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| e.to_string())
+        });
+    match built {
+        Ok(mut config) => {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        }
+        Err(e) => {
+            check.error(
+                &[Step::Key("tls")],
+                format!("the TLS certificate and key do not form a usable pair: {e}"),
+                "check that the key belongs to the first certificate of the chain",
+            );
+            None
+        }
+    }
+}
+
+/// Whether `uri` may be fetched for keys: HTTPS anywhere, plain HTTP only on loopback.
+fn key_url(check: &mut Check<'_>, path: &[Step<'_>], value: &str) -> Option<Uri> {
+    let uri: Uri = match value.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            check.error(
+                path,
+                format!("`{value}` is not a URL"),
+                "write an absolute URL such as `https://idp.example.com/.well-known/jwks.json`",
+            );
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("https") => Some(uri),
+        Some("http") if is_loopback(&uri) => Some(uri),
+        Some("http") => {
+            check.error(
+                path,
+                format!("`{value}` fetches keys over plain HTTP"),
+                "use https:// (plain http is allowed only for loopback addresses)",
+            );
+            None
+        }
+        _ => {
+            check.error(
+                path,
+                format!("`{value}` is not an http(s) URL"),
+                "write an absolute https:// URL",
+            );
+            None
+        }
+    }
+}
+
+fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<IssuerConfig> {
+    let at = |key: &'static str| [Step::Key("issuers"), Step::Key(name), Step::Key(key)];
+    let keys = match (&raw.jwks_url, &raw.discovery_url) {
+        (Some(u), None) => key_url(check, &at("jwks_url"), u).map(KeysSource::Jwks),
+        (None, Some(u)) => key_url(check, &at("discovery_url"), u).map(KeysSource::Discovery),
+        _ => {
+            check.error(&[Step::Key("issuers"), Step::Key(name)], format!("issuer `{name}` needs exactly one of `jwks_url` and `discovery_url`"), "set `jwks_url` to the issuer's JWKS, or `discovery_url` to its /.well-known/openid-configuration");
+            None
+        }
+    };
+    let mut algorithms = Vec::new();
+    for (i, a) in raw
+        .algorithms
+        .clone()
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()])
+        .iter()
+        .enumerate()
+    {
+        match asymmetric_algorithm(a) {
+            Some(alg) => algorithms.push(alg),
+            None => check.error(
+                &[Step::Key("issuers"), Step::Key(name), Step::Key("algorithms"), Step::Index(i)],
+                format!("algorithm `{a}` is not allowed"),
+                "use asymmetric algorithms only: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (never `none` or HS*)",
+            ),
+        }
+    }
+    if raw.algorithms.as_ref().is_some_and(Vec::is_empty) {
+        check.error(
+            &at("algorithms"),
+            "`algorithms` is empty",
+            "list the algorithms this issuer signs with, such as [RS256]",
+        );
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        check.error(
+            &at("audiences"),
+            format!("issuer `{name}` has no audience"),
+            "list the `aud` values this gateway accepts; a token for another API must not pass",
+        );
+    }
+    let (scopes_claim, scopes_format) = match &raw.scopes {
+        None => ("scope".to_string(), ScopesFormat::Space),
+        Some(s) => {
+            let format = match s.format {
+                Some(raw::ScopesFormat::Space) => ScopesFormat::Space,
+                Some(raw::ScopesFormat::Array) => ScopesFormat::Array,
+                None if s.claim == "scope" => ScopesFormat::Space,
+                None => ScopesFormat::Array,
+            };
+            (s.claim.clone(), format)
+        }
+    };
+    let config = IssuerConfig {
+        name: name.to_string(),
+        issuer: raw.issuer.clone(),
+        keys: keys?,
+        algorithms,
+        audiences: raw.audiences.clone(),
+        leeway: check.duration(
+            &at("leeway"),
+            raw.leeway.as_deref(),
+            Duration::from_secs(30),
+        ),
+        scopes_claim,
+        scopes_format,
+        typ: raw.typ.clone(),
+        refresh_interval: check.duration(
+            &at("refresh_interval"),
+            raw.refresh_interval.as_deref(),
+            Duration::from_secs(300),
+        ),
+        unknown_kid_cooldown: check.duration(
+            &at("unknown_kid_cooldown"),
+            raw.unknown_kid_cooldown.as_deref(),
+            Duration::from_secs(30),
+        ),
+        fetch_timeout: check.duration(
+            &at("fetch_timeout"),
+            raw.fetch_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+    };
+    if config.leeway > Duration::from_secs(300) {
+        check.error(
+            &at("leeway"),
+            "`leeway` is over 5 minutes",
+            "clock skew is seconds, not minutes; use 30s or less",
+        );
+    }
+    Some(config)
+}
+
+/// Whether `uri` names a loopback host, the only place plain-HTTP key fetches may go.
+pub(crate) fn is_loopback(uri: &Uri) -> bool {
+    uri.host().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// The asymmetric JWS algorithms scopegate verifies; anything else is refused at load.
+pub fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<UpstreamConfig> {
+    let at = |key: &'static str| [Step::Key("upstreams"), Step::Key(name), Step::Key(key)];
+    let uri: Option<Uri> = raw.url.parse().ok();
+    let parts = uri.map(|u| u.into_parts());
+    let (Some(scheme), Some(authority), path) = (
+        parts
+            .as_ref()
+            .and_then(|p| p.scheme.clone())
+            .filter(|s| *s == http::uri::Scheme::HTTP || *s == http::uri::Scheme::HTTPS),
+        parts.as_ref().and_then(|p| p.authority.clone()),
+        parts.as_ref().and_then(|p| p.path_and_query.clone()),
+    ) else {
+        check.error(
+            &at("url"),
+            format!("`{}` is not an http(s) URL", raw.url),
+            "write the upstream's base URL, like `http://127.0.0.1:3000`",
+        );
+        return None;
+    };
+    if path.as_ref().is_some_and(|p| p.query().is_some()) {
+        check.error(
+            &at("url"),
+            "an upstream URL cannot have a query",
+            "remove the `?...` part",
+        );
+    }
+    Some(UpstreamConfig {
+        name: name.to_string(),
+        scheme,
+        authority,
+        prefix: path
+            .map(|p| p.path().trim_end_matches('/').to_string())
+            .unwrap_or_default(),
+        connect_timeout: check.duration(
+            &at("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        timeout: check.duration(
+            &at("timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+    })
+}
+
+fn route(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::Route,
+    upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+) -> Option<Route> {
+    let at = |key: &'static str| [Step::Key("routes"), Step::Index(i), Step::Key(key)];
+    let at_match = |key: &'static str| {
+        [
+            Step::Key("routes"),
+            Step::Index(i),
+            Step::Key("match"),
+            Step::Key(key),
+        ]
+    };
+    let name = &raw.name;
+    let mut ok = true;
+    if name.is_empty() {
+        check.error(
+            &at("name"),
+            "a route has an empty name",
+            "give every route a name; it appears in metrics and errors",
+        );
+        ok = false;
+    }
+    let upstream = upstreams.get(&raw.upstream).cloned();
+    if upstream.is_none() {
+        let defined = upstreams
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        check.error(
+            &at("upstream"),
+            format!(
+                "route `{name}` names upstream `{}`, which is not defined",
+                raw.upstream
+            ),
+            if defined.is_empty() {
+                "define it under `upstreams:` in the server file".to_string()
+            } else {
+                format!("defined upstreams: {defined}")
+            },
+        );
+    }
+    let path = &raw.matches.path;
+    if crate::normalize::normalize(path).as_deref() != Ok(path.as_str()) {
+        check.error(&at_match("path"), format!("route `{name}` path `{path}` is not a normalized path"), "start with `/`, no `//`, no `.`/`..` segments, no `%2F`; parameters are written `{name}`, a catch-all `{*rest}`");
+        ok = false;
+    }
+    let methods = match &raw.matches.method {
+        None => None,
+        Some(raw::OneOrMany::One(m)) if m == "*" || m.eq_ignore_ascii_case("any") => None,
+        Some(raw::OneOrMany::One(m)) => Some(vec![m.clone()]),
+        Some(raw::OneOrMany::Many(ms)) => Some(ms.clone()),
+    };
+    let methods = methods.map(|ms| {
+        ms.iter()
+            .filter_map(|m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    check.error(&at_match("method"), format!("`{m}` is not an HTTP method"), "write a method like GET or POST, a list of them, or leave `method` out for any");
+                    ok = false;
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let host = raw.matches.host.as_ref().map(|h| h.to_ascii_lowercase());
+    let access = match (raw.public, &raw.require) {
+        (true, None) => Access::Public,
+        (true, Some(_)) => {
+            check.error(
+                &at("public"),
+                format!("route `{name}` is public and also has `require`"),
+                "a public route skips authentication; remove one of the two",
+            );
+            ok = false;
+            Access::Public
+        }
+        (false, None) => {
+            check.error(
+                &[Step::Key("routes"), Step::Index(i)],
+                format!("route `{name}` has neither `require` nor `public: true`"),
+                "add `require: { scopes: [...] }`, or `public: true` to skip authentication",
+            );
+            ok = false;
+            Access::Public
+        }
+        (false, Some(req)) => {
+            for s in req.scopes.iter().chain(&req.any_scopes) {
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    check.error(
+                        &at("require"),
+                        format!("scope `{s}` is empty or has white space"),
+                        "scopes are single tokens like `read:builds`",
+                    );
+                    ok = false;
+                }
+            }
+            Access::Scopes(ScopeRule {
+                all: req.scopes.clone(),
+                any: req.any_scopes.clone(),
+            })
+        }
+    };
+    if !ok {
+        return None;
+    }
+    Some(Route {
+        name: name.clone(),
+        methods,
+        host,
+        path: path.clone(),
+        upstream: upstream?,
+        access,
+    })
+}

@@ -1,0 +1,147 @@
+//! The YAML schema as serde sees it. Every struct denies unknown fields: a typo in a security
+//! policy must fail loudly. Nothing here is used at request time; `config::load` validates these
+//! into the typed configuration.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `scopegate.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Server {
+    pub(crate) listen: Listen,
+    #[serde(default)]
+    pub(crate) tls: Option<Tls>,
+    /// Policy files or folders (every `*.yaml`/`*.yml` in it), relative to this file.
+    pub(crate) policies: Vec<String>,
+    #[serde(default)]
+    pub(crate) issuers: BTreeMap<String, Issuer>,
+    #[serde(default)]
+    pub(crate) upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub(crate) limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listen {
+    pub(crate) proxy: String,
+    pub(crate) admin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tls {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Issuer {
+    /// The exact `iss` value of this issuer's tokens.
+    pub(crate) issuer: String,
+    #[serde(default)]
+    pub(crate) jwks_url: Option<String>,
+    #[serde(default)]
+    pub(crate) discovery_url: Option<String>,
+    #[serde(default)]
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) audiences: Vec<String>,
+    #[serde(default)]
+    pub(crate) leeway: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Option<ScopesClaim>,
+    #[serde(default)]
+    pub(crate) typ: Option<String>,
+    #[serde(default)]
+    pub(crate) refresh_interval: Option<String>,
+    #[serde(default)]
+    pub(crate) unknown_kid_cooldown: Option<String>,
+    #[serde(default)]
+    pub(crate) fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScopesClaim {
+    pub(crate) claim: String,
+    #[serde(default)]
+    pub(crate) format: Option<ScopesFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ScopesFormat {
+    Space,
+    Array,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Upstream {
+    pub(crate) url: String,
+    #[serde(default)]
+    pub(crate) connect_timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    #[serde(default)]
+    pub(crate) max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub(crate) token_cache_entries: Option<u64>,
+}
+
+/// One `policies/*.yaml` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Policy {
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    pub(crate) name: String,
+    #[serde(rename = "match")]
+    pub(crate) matches: Match,
+    pub(crate) upstream: String,
+    #[serde(default)]
+    pub(crate) public: bool,
+    #[serde(default)]
+    pub(crate) require: Option<Require>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Match {
+    #[serde(default)]
+    pub(crate) method: Option<OneOrMany>,
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Require {
+    /// All of these.
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    /// At least one of these.
+    #[serde(default)]
+    pub(crate) any_scopes: Vec<String>,
+}

@@ -1,0 +1,24 @@
+//! scopegate: an HTTP reverse-proxy authorization gateway. It verifies the caller's JWT, enforces
+//! per-route scope rules from YAML policy files, and forwards allowed requests upstream.
+//!
+//! The request flows one way through small modules: [`normalize`] → [`route`] → [`verify`] →
+//! [`decide`] → [`proxy`], composed only by [`gateway`].
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod dev;
+pub mod dev_issuer;
+pub mod echo;
+pub mod fetch;
+pub mod gateway;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
+pub mod normalize;
+pub mod proxy;
+pub mod reject;
+pub mod route;
+pub mod serve;
+pub mod verify;

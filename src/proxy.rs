@@ -1,0 +1,218 @@
+//! Forwarding: one pooled keep-alive client per upstream, request header rewriting as an ordered
+//! list of steps, and upstream failures mapped to 502/504. Bodies stream through untouched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
+
+/// Why an upstream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, reset, TLS failure or a broken response (502).
+    #[error("the upstream is unavailable")]
+    Unavailable,
+    /// No connection or no response headers within the configured time (504).
+    #[error("the upstream did not answer in time")]
+    Timeout,
+}
+
+/// Headers defined as hop-by-hop (RFC 9110 section 7.6.1), plus the legacy ones proxies drop.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers scopegate owns: a client's copy is always dropped before scopegate sets its own.
+pub const OWNED_PREFIX: &str = "x-scopegate-";
+
+/// What the pipeline knows about the inbound request that forwarding needs.
+#[derive(Debug)]
+pub struct Inbound<'a> {
+    pub peer: SocketAddr,
+    /// `http` or `https`: the scheme of the listener the request came in on.
+    pub scheme: &'static str,
+    /// The Host the client asked for, as sent.
+    pub host: Option<&'a HeaderValue>,
+}
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// The clients for every upstream.
+#[derive(Debug)]
+pub struct Upstreams {
+    clients: HashMap<String, UpstreamClient>,
+    metrics: Metrics,
+}
+
+impl Upstreams {
+    pub fn new<'a>(
+        upstreams: impl IntoIterator<Item = &'a Arc<UpstreamConfig>>,
+        metrics: Metrics,
+    ) -> Self {
+        let clients = upstreams
+            .into_iter()
+            .map(|u| {
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .build(crate::fetch::https_connector(u.connect_timeout));
+                (u.name.clone(), client)
+            })
+            .collect();
+        Self { clients, metrics }
+    }
+
+    /// Sends `request` (whose path is already normalized and authorized) to `upstream`.
+    pub async fn forward(
+        &self,
+        upstream: &UpstreamConfig,
+        mut request: Request<Incoming>,
+        path: &str,
+        inbound: &Inbound<'_>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let client = self
+            .clients
+            .get(&upstream.name)
+            .ok_or(UpstreamError::Unavailable)?;
+        *request.uri_mut() = upstream_uri(upstream, path, request.uri().query())?;
+        let host = inbound.host.cloned();
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        strip_owned(headers);
+        set_forwarded(headers, inbound, host);
+        // HTTP/1 upstreams get the upstream's own authority; the client's is in X-Forwarded-Host.
+        *request.version_mut() = http::Version::HTTP_11;
+        if let Ok(v) = HeaderValue::from_str(upstream.authority.as_str()) {
+            request.headers_mut().insert(header::HOST, v);
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(upstream.timeout, client.request(request)).await;
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[upstream.name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let mut response = match result {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if is_timeout(&e) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+                return Err(UpstreamError::Unavailable);
+            }
+            Ok(Ok(r)) => r,
+        };
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+fn upstream_uri(
+    upstream: &UpstreamConfig,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, UpstreamError> {
+    let mut pq = String::with_capacity(
+        upstream.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&upstream.prefix);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| UpstreamError::Unavailable)
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Removes every `X-Scopegate-*` header a client sent.
+pub fn strip_owned(headers: &mut HeaderMap) {
+    let owned: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(OWNED_PREFIX))
+        .cloned()
+        .collect();
+    for name in owned {
+        headers.remove(name);
+    }
+}
+
+/// `X-Forwarded-For` gets the peer appended (earlier values are the client's claims, kept for
+/// the upstream to judge); `X-Forwarded-Proto` and `X-Forwarded-Host` are replaced with what
+/// scopegate itself saw.
+fn set_forwarded(headers: &mut HeaderMap, inbound: &Inbound<'_>, host: Option<HeaderValue>) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let peer = inbound.peer.ip().to_string();
+    let previous: Vec<&str> = headers
+        .get_all(&XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if previous.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", previous.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&XFF, v);
+    }
+    headers.insert(&XFP, HeaderValue::from_static(inbound.scheme));
+    match host {
+        Some(h) => {
+            headers.insert(&XFH, h);
+        }
+        None => {
+            headers.remove(&XFH);
+        }
+    }
+}
+
+fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

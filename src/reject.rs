@@ -1,0 +1,123 @@
+//! Every reason a request is not forwarded, and the one function that renders each as an HTTP
+//! answer: status, `WWW-Authenticate` (RFC 6750) and an `application/problem+json` body
+//! (RFC 9457). Bodies say which check failed; they never echo a token or internal detail.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::normalize::PathError;
+use crate::proxy::UpstreamError;
+use crate::verify::AuthError;
+
+/// Why a request was denied or could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The path failed normalization (400).
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// No route matches: default deny (404).
+    #[error("no route matches this request")]
+    NoRoute,
+    /// Authentication failed (401; 400 for several Authorization headers; 503 without keys).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The token lacks a scope the route requires (403).
+    #[error("the token lacks a scope this route requires")]
+    InsufficientScope {
+        /// The route's rule as a space-delimited list, for the `scope` parameter.
+        required: String,
+    },
+    /// The upstream failed (502/504).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Path(_) => StatusCode::BAD_REQUEST,
+            Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::Auth(AuthError::MultipleHeaders) => StatusCode::BAD_REQUEST,
+            Rejection::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
+            Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Rejection::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A short stable code for the problem body, metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Path(_) => "bad_path",
+            Rejection::NoRoute => "no_route",
+            Rejection::Auth(e) => match e {
+                AuthError::Missing => "missing_token",
+                AuthError::MultipleHeaders => "multiple_authorization",
+                AuthError::NotBearer => "not_bearer",
+                AuthError::KeysUnavailable => "keys_unavailable",
+                AuthError::Expired => "token_expired",
+                AuthError::NotYetValid => "token_not_yet_valid",
+                _ => "invalid_token",
+            },
+            Rejection::InsufficientScope { .. } => "insufficient_scope",
+            Rejection::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+            Rejection::Upstream(_) => "upstream_unavailable",
+        }
+    }
+
+    /// The answer to send.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let status = self.status();
+        let detail = self.to_string();
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/problem+json")
+            .header(header::CACHE_CONTROL, "no-store");
+        let challenge = match self {
+            Rejection::Auth(AuthError::Missing | AuthError::NotBearer) => {
+                Some(r#"Bearer realm="scopegate""#.to_string())
+            }
+            Rejection::Auth(AuthError::MultipleHeaders) => Some(format!(
+                r#"Bearer realm="scopegate", error="invalid_request", error_description="{detail}""#
+            )),
+            Rejection::Auth(AuthError::KeysUnavailable) => None,
+            Rejection::Auth(_) => Some(format!(
+                r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
+                quoted(&detail)
+            )),
+            Rejection::InsufficientScope { required } => Some(format!(
+                r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}", scope="{}""#,
+                quoted(&detail),
+                quoted(required)
+            )),
+            _ => None,
+        };
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            builder = builder.header(header::WWW_AUTHENTICATE, c);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            builder = builder.header(header::RETRY_AFTER, "5");
+        }
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": detail,
+            "code": self.code(),
+        });
+        if let Rejection::InsufficientScope { required } = self {
+            body["required_scope"] = serde_json::Value::String(required.clone());
+        }
+        builder
+            .body(Bytes::from(body.to_string()))
+            .unwrap_or_else(|_| Response::new(Bytes::from_static(b"{}")))
+    }
+}
+
+/// Makes text safe inside a quoted-string of an auth-param.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}

@@ -1,0 +1,333 @@
+//! Authentication: takes the bearer token from the request, verifies it against the issuer it
+//! claims (if trusted), and yields the verified [`Principal`]. Verified tokens are cached by
+//! the SHA-256 of the whole token, bounded in entries and never past their `exp`, so a repeated
+//! token costs a hash and a lookup instead of a signature check.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::{IssuerConfig, Limits, ScopesFormat};
+use crate::jwks::IssuerKeys;
+
+/// A verified caller.
+#[derive(Debug)]
+pub struct Principal {
+    pub issuer: Arc<IssuerConfig>,
+    pub subject: String,
+    /// Sorted, without duplicates.
+    pub scopes: Vec<String>,
+    /// Every claim of the verified token.
+    pub claims: Map<String, Value>,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+    /// Safe to log: the token's `jti` if it has one, else a prefix of its SHA-256.
+    pub token_id: String,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .binary_search_by(|s| s.as_str().cmp(scope))
+            .is_ok()
+    }
+}
+
+/// Why a request is not authenticated. All are 401 except where noted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("the request has no bearer token")]
+    Missing,
+    /// More than one `Authorization` header (400).
+    #[error("the request has more than one Authorization header")]
+    MultipleHeaders,
+    /// `Authorization` is not `Bearer <token>`.
+    #[error("the Authorization header is not of the form `Bearer <token>`")]
+    NotBearer,
+    /// The token is longer than `limits.max_token_bytes`.
+    #[error("the token is larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not a JWS compact serialization with a JSON header and payload.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The header has `crit`, which scopegate does not process.
+    #[error("the token header has a `crit` parameter")]
+    CriticalHeader,
+    /// `iss` names no configured issuer.
+    #[error("the token's issuer is not trusted")]
+    UntrustedIssuer,
+    /// `alg` is not in the issuer's list (includes `none` and HS*).
+    #[error("the token's algorithm is not allowed for its issuer")]
+    AlgorithmNotAllowed,
+    /// The issuer requires a header `typ` the token does not have.
+    #[error("the token's `typ` header is not the one its issuer requires")]
+    WrongType,
+    /// No key with the token's `kid` (after a refresh) fits its algorithm.
+    #[error("no key of the issuer matches the token's key id")]
+    UnknownKey,
+    /// The issuer's keys have never been loaded (503).
+    #[error("the issuer's keys are not available")]
+    KeysUnavailable,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `aud` names none of the issuer's audiences.
+    #[error("the token is not for this audience")]
+    WrongAudience,
+    /// A claim scopegate needs is absent, or of the wrong JSON type.
+    #[error("the token's `{0}` claim is missing or of the wrong type")]
+    BadClaim(&'static str),
+}
+
+type TokenHash = [u8; 32];
+
+/// Verifies bearer tokens against the trusted issuers.
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+    cache: moka::sync::Cache<TokenHash, Arc<Principal>>,
+    max_token_bytes: usize,
+}
+
+/// Cached principals live until their token's `exp`, never longer.
+struct UntilExpiry;
+
+impl moka::Expiry<TokenHash, Arc<Principal>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenHash,
+        value: &Arc<Principal>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            value.expires_at.saturating_sub(unix_now()),
+        ))
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(serde::Deserialize)]
+struct Unverified {
+    iss: Option<Value>,
+}
+
+impl Verifier {
+    pub fn new(issuers: impl IntoIterator<Item = Arc<IssuerKeys>>, limits: &Limits) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(limits.token_cache_entries)
+            .expire_after(UntilExpiry)
+            .build();
+        Self {
+            issuers: issuers
+                .into_iter()
+                .map(|k| (k.config.issuer.clone(), k))
+                .collect(),
+            cache,
+            max_token_bytes: limits.max_token_bytes,
+        }
+    }
+
+    /// The request's principal, from its single `Authorization: Bearer` header.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
+        let token = bearer(headers)?;
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge(self.max_token_bytes));
+        }
+        self.verify(token).await
+    }
+
+    /// Verifies one compact JWS.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let hash = token_hash(token);
+        if let Some(p) = self.cache.get(&hash) {
+            if p.expires_at > unix_now() {
+                return Ok(p);
+            }
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalHeader);
+        }
+        // Only to pick the issuer: nothing from this read is trusted before the signature checks.
+        let unverified: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| AuthError::Malformed)?;
+        let iss = match unverified.iss {
+            Some(Value::String(s)) => s,
+            _ => return Err(AuthError::BadClaim("iss")),
+        };
+        let keys = self.issuers.get(&iss).ok_or(AuthError::UntrustedIssuer)?;
+        let issuer = &keys.config;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        if let Some(expected) = &issuer.typ {
+            if !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(expected))
+            {
+                return Err(AuthError::WrongType);
+            }
+        }
+        let kid = header.kid.as_deref();
+        let mut set = keys.snapshot();
+        if set
+            .as_ref()
+            .is_none_or(|s| s.find(kid, header.alg).is_none())
+        {
+            keys.refresh_for_unknown_kid().await;
+            set = keys.snapshot();
+        }
+        let set = set.ok_or(AuthError::KeysUnavailable)?;
+        let key = set.find(kid, header.alg).ok_or(AuthError::UnknownKey)?;
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            &key.key,
+            &validation(issuer, header.alg),
+        )
+        .map_err(map_jwt_error)?
+        .claims;
+        let principal = principal(issuer, claims, &hash)?;
+        let principal = Arc::new(principal);
+        self.cache.insert(hash, principal.clone());
+        Ok(principal)
+    }
+
+    /// Whether every issuer has keys loaded (readiness).
+    pub fn ready(&self) -> bool {
+        self.issuers.values().all(|k| k.is_loaded())
+    }
+
+    /// Entries in the verified-token cache (after pending maintenance).
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// The one bearer token of the request.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::MultipleHeaders);
+    }
+    let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(token)
+}
+
+fn token_hash(token: &str) -> TokenHash {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn validation(issuer: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = issuer.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = true;
+    v.set_issuer(&[&issuer.issuer]);
+    v.set_audience(&issuer.audiences);
+    // Required as *parsed*: a claim of the wrong JSON type counts as missing, never as absent-and-fine.
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::UntrustedIssuer,
+        ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            AuthError::BadClaim(claim_name(c))
+        }
+        ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::InvalidToken => AuthError::Malformed,
+        _ => AuthError::BadSignature,
+    }
+}
+
+fn claim_name(c: &str) -> &'static str {
+    match c {
+        "exp" => "exp",
+        "nbf" => "nbf",
+        "iss" => "iss",
+        "aud" => "aud",
+        "sub" => "sub",
+        _ => "unknown",
+    }
+}
+
+fn principal(
+    issuer: &Arc<IssuerConfig>,
+    claims: Map<String, Value>,
+    hash: &TokenHash,
+) -> Result<Principal, AuthError> {
+    let subject = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(AuthError::BadClaim("sub")),
+    };
+    let expires_at = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(AuthError::BadClaim("exp"))?;
+    let mut scopes: Vec<String> = match (claims.get(&issuer.scopes_claim), issuer.scopes_format) {
+        (None, _) => Vec::new(),
+        (Some(Value::String(s)), ScopesFormat::Space) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        (Some(Value::Array(items)), ScopesFormat::Array) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or(AuthError::BadClaim("scope"))?,
+        _ => return Err(AuthError::BadClaim("scope")),
+    };
+    scopes.sort_unstable();
+    scopes.dedup();
+    let token_id = match claims.get("jti") {
+        Some(Value::String(j)) if j.len() <= 128 => j.clone(),
+        _ => hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    Ok(Principal {
+        issuer: issuer.clone(),
+        subject,
+        scopes,
+        claims,
+        expires_at,
+        token_id,
+    })
+}
