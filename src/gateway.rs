@@ -57,6 +57,11 @@ impl Gateway {
         self.verifier.ready()
     }
 
+    /// Entries in the verified-token cache.
+    pub fn cached_tokens(&self) -> u64 {
+        self.verifier.cached_tokens()
+    }
+
     /// Handles one proxied request.
     pub async fn handle(
         &self,

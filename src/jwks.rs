@@ -122,7 +122,9 @@ impl KeySet {
 
 #[derive(Debug, Default)]
 struct RefreshState {
-    last_attempt: Option<Instant>,
+    /// When an unknown `kid` last caused a fetch; scheduled refreshes do not count against the
+    /// cool-down, so a key rotated in right after a scheduled fetch is still picked up at once.
+    last_on_demand: Option<Instant>,
 }
 
 /// One issuer's keys and the machinery that keeps them fresh.
@@ -166,7 +168,7 @@ impl IssuerKeys {
 
     /// Refreshes because a token named a `kid` we do not have (or no keys are loaded yet). Waits
     /// for a refresh already under way instead of starting another, and does nothing when the
-    /// last attempt is younger than the cool-down.
+    /// last on-demand fetch is younger than the cool-down.
     pub async fn refresh_for_unknown_kid(&self) {
         let seen = self.attempts.load(Ordering::Acquire);
         let mut state = self.refresh.lock().await;
@@ -174,22 +176,23 @@ impl IssuerKeys {
             return;
         }
         if state
-            .last_attempt
+            .last_on_demand
             .is_some_and(|t| t.elapsed() < self.config.unknown_kid_cooldown)
         {
             return;
         }
-        let _ = self.attempt(&mut state).await;
+        state.last_on_demand = Some(Instant::now());
+        let _ = self.attempt().await;
     }
 
     /// Fetches now, regardless of the cool-down (start-up and the background timer).
     pub async fn refresh(&self) -> Result<(), JwksError> {
-        let mut state = self.refresh.lock().await;
-        self.attempt(&mut state).await
+        let _state = self.refresh.lock().await;
+        self.attempt().await
     }
 
-    async fn attempt(&self, state: &mut RefreshState) -> Result<(), JwksError> {
-        state.last_attempt = Some(Instant::now());
+    /// One fetch; callers hold the refresh lock.
+    async fn attempt(&self) -> Result<(), JwksError> {
         let result = self.fetch().await;
         self.attempts.fetch_add(1, Ordering::AcqRel);
         let name = &self.config.name;
@@ -254,8 +257,11 @@ impl IssuerKeys {
     pub fn spawn_refresher(self: &Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let this = Arc::downgrade(self);
         let interval = self.config.refresh_interval;
+        let retry = (interval / 10).max(Duration::from_secs(1));
+        // Start-up has just fetched: wait a full interval if that worked, retry soon if not.
+        let initial = if self.is_loaded() { interval } else { retry };
         tokio::spawn(async move {
-            let mut wait = Duration::ZERO;
+            let mut wait = initial;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -264,7 +270,7 @@ impl IssuerKeys {
                 let Some(keys) = this.upgrade() else { return };
                 wait = match keys.refresh().await {
                     Ok(()) => interval,
-                    Err(_) => (interval / 10).max(Duration::from_secs(1)),
+                    Err(_) => retry,
                 };
             }
         });

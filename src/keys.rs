@@ -65,9 +65,11 @@ impl SigningKey {
             Algorithm::EdDSA => Ed25519KeyPair::generate()
                 .and_then(|k| k.to_pkcs8())
                 .map(|d| d.as_ref().to_vec()),
-            Algorithm::RS256 => aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .and_then(|k| k.as_der())
-                .map(|d| d.as_ref().to_vec()),
+            Algorithm::RS256 | Algorithm::PS256 => {
+                aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .and_then(|k| k.as_der())
+                    .map(|d| d.as_ref().to_vec())
+            }
             other => return Err(KeyError::Unsupported(format!("{other:?}"))),
         }
         .map_err(|_| KeyError::Generate)?;
@@ -107,7 +109,7 @@ impl SigningKey {
                     json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())}),
                 )
             }
-            Algorithm::RS256 => {
+            Algorithm::RS256 | Algorithm::PS256 => {
                 let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8).map_err(|_| bad())?;
                 let public =
                     aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());

@@ -159,10 +159,10 @@ impl Verifier {
     /// Verifies one compact JWS.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let hash = token_hash(token);
-        if let Some(p) = self.cache.get(&hash) {
-            if p.expires_at > unix_now() {
-                return Ok(p);
-            }
+        if let Some(p) = self.cache.get(&hash)
+            && p.expires_at > unix_now()
+        {
+            return Ok(p);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.crit.is_some() {
@@ -180,14 +180,13 @@ impl Verifier {
         if !issuer.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        if let Some(expected) = &issuer.typ {
-            if !header
+        if let Some(expected) = &issuer.typ
+            && !header
                 .typ
                 .as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case(expected))
-            {
-                return Err(AuthError::WrongType);
-            }
+        {
+            return Err(AuthError::WrongType);
         }
         let kid = header.kid.as_deref();
         let mut set = keys.snapshot();

@@ -1,0 +1,143 @@
+//! `scopegate check`: the shipped configuration passes; each broken configuration fails with the
+//! file, line and hint a user needs.
+
+use crate::util::{repo, scopegate};
+
+#[test]
+fn the_example_config_and_every_shipped_policy_pass() {
+    let config = repo().join("deploy/scopegate.yaml");
+    let (ok, out, err) = scopegate(&["check", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(": ok ("), "{out}");
+
+    // Each policy file on its own, too.
+    let dir = tempdir("policies");
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let policy = entry.unwrap().path();
+        let server = dir.join("scopegate.yaml");
+        std::fs::write(
+            &server,
+            format!(
+                "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [\"{}\"]\nissuers:\n  corp: {{ issuer: \"https://idp.example.com/\", jwks_url: \"https://idp.example.com/jwks\", audiences: [api] }}\nupstreams:\n  demo: {{ url: \"http://127.0.0.1:3000\" }}\n",
+                policy.display()
+            ),
+        )
+        .unwrap();
+        let (ok, _, err) = scopegate(&["check", "--config", server.to_str().unwrap()]);
+        assert!(ok, "{}: {err}", policy.display());
+    }
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("scopegate-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn broken_configs_fail_with_file_line_and_hint() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "unknown-field",
+            &[
+                "policies/builds.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of",
+                "hint: fix the spelling",
+            ],
+        ),
+        (
+            "undefined-upstream",
+            &[
+                "policies/builds.yaml:9:5: route `create-build` names upstream `builds`, which is not defined",
+                "hint: defined upstreams: builds-api",
+            ],
+        ),
+        (
+            "bad-duration",
+            &[
+                "scopegate.yaml:8:5: `soon` is not a duration",
+                "hint: write a duration like",
+            ],
+        ),
+        (
+            "duplicate-route",
+            &[
+                "policies/b.yaml:2:",
+                "route name `list-builds` is used twice",
+                "first defined at",
+                "policies/a.yaml:2:",
+            ],
+        ),
+        (
+            "ambiguous-routes",
+            &[
+                "policies/orgs.yaml:6:",
+                "route `org-by-name` (`/orgs/{name}`) is ambiguous with route `org-by-id` (`/orgs/{id}`)",
+                "orgs.yaml:2:",
+            ],
+        ),
+        (
+            "hmac-algorithm",
+            &[
+                "scopegate.yaml:7:",
+                "algorithm `HS256` is not allowed",
+                "never `none` or HS*",
+            ],
+        ),
+        (
+            "missing-tls-files",
+            &[
+                "scopegate.yaml:11:",
+                "cannot read a PEM certificate chain",
+                "hint: point `tls.cert`",
+            ],
+        ),
+        (
+            "plain-http-jwks",
+            &[
+                "scopegate.yaml:6:5:",
+                "fetches keys over plain HTTP",
+                "only for loopback",
+            ],
+        ),
+        (
+            "yaml-syntax",
+            &[
+                "policies/builds.yaml:4:5:",
+                "did not find expected ',' or '}'",
+            ],
+        ),
+        (
+            "no-access-rule",
+            &[
+                "policies/builds.yaml:2:",
+                "route `open-by-mistake` has neither `require` nor `public: true`",
+            ],
+        ),
+    ];
+    let root = repo().join("tests/configs/broken");
+    let mut seen = 0;
+    for (case, expected) in cases {
+        let (ok, _, err) = scopegate(&[
+            "check",
+            "--config",
+            root.join(case).join("scopegate.yaml").to_str().unwrap(),
+        ]);
+        assert!(!ok, "{case}: check passed");
+        for text in *expected {
+            assert!(err.contains(text), "{case}: expected `{text}` in:\n{err}");
+        }
+        seen += 1;
+    }
+    // Every fixture folder has an expectation here.
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), seen);
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let (ok, _, err) = scopegate(&["check", "--config", "/nonexistent/scopegate.yaml"]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/scopegate.yaml: cannot read file"),
+        "{err}"
+    );
+}

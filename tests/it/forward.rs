@@ -1,0 +1,163 @@
+//! Forwarding: bodies stream both ways intact, hop-by-hop and scopegate-owned headers are
+//! stripped, X-Forwarded-* are set, and upstream failures become 502/504.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+
+use crate::util::Harness;
+
+#[tokio::test]
+async fn a_100_mb_body_streams_through_with_a_matching_checksum() {
+    let h = Harness::start().await;
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 1600; // 1600 * 64 KiB = 100 MiB
+    let mut expected = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 31 % 251) as u8).collect();
+    for _ in 0..CHUNKS {
+        expected.update(&chunk);
+    }
+    let expected: String = expected
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let chunk = Bytes::from(chunk);
+    let stream = futures_util::stream::iter(0..CHUNKS)
+        .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone())));
+    let body = BodyExt::boxed(StreamBody::new(stream));
+    let token = h.token("");
+    let a = h
+        .client
+        .send_body(
+            Method::PUT,
+            &h.url("/upload"),
+            &[("authorization", &format!("Bearer {token}"))],
+            body,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let echo = a.json();
+    assert_eq!(echo["body_bytes"], (CHUNK * CHUNKS) as u64);
+    assert_eq!(echo["body_sha256"], expected);
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_owned_headers_are_stripped_and_forwarded_headers_set() {
+    let h = Harness::start().await;
+    let token = h.token("read:builds");
+    let bearer = format!("Bearer {token}");
+    let a = h
+        .client
+        .send(
+            Method::GET,
+            &h.url("/orgs/acme/builds"),
+            &[
+                ("authorization", &bearer),
+                ("connection", "x-secret-hop, keep-alive"),
+                ("x-secret-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authorization", "Basic abc"),
+                ("x-scopegate-subject", "admin"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example.com"),
+                ("x-custom", "kept"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let headers = &a.json()["headers"];
+    for gone in [
+        "connection",
+        "x-secret-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "x-scopegate-subject",
+    ] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the upstream: {headers}"
+        );
+    }
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(
+        headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1",
+        "the peer is appended"
+    );
+    assert_eq!(
+        headers["x-forwarded-proto"], "http",
+        "replaced with what scopegate saw"
+    );
+    assert_eq!(
+        headers["x-forwarded-host"],
+        h.gateway.proxy_addr.to_string()
+    );
+    assert_eq!(
+        headers["host"],
+        h.echo.to_string(),
+        "Host is the upstream's"
+    );
+    // In this issue the original token is forwarded unchanged.
+    assert_eq!(headers["authorization"], bearer.as_str());
+}
+
+#[tokio::test]
+async fn public_routes_need_no_token() {
+    let h = Harness::start().await;
+    let a = h
+        .client
+        .send(Method::GET, &h.url("/public"), &[], Bytes::new())
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let h = Harness::start().await;
+    let token = h.token("");
+    let a = h.get("/down", &token).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.code(), "upstream_unavailable");
+    let bearer = format!("Bearer {token}");
+    let a = h
+        .client
+        .send(
+            Method::GET,
+            &h.url("/slow"),
+            &[("authorization", &bearer), ("x-echo-delay-ms", "2000")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.code(), "upstream_timeout");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_clients_are_served() {
+    let h = Harness::start().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::get(h.url("/orgs/acme/builds"))
+        .header(
+            "authorization",
+            format!("Bearer {}", h.token("read:builds")),
+        )
+        .body(Default::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["path"], "/orgs/acme/builds");
+}

@@ -1,0 +1,341 @@
+//! Shared helpers: every test starts real servers on 127.0.0.1:0 — the development issuer
+//! (RSA, EC and Ed25519 keys, JWKS over HTTP), the echo upstream, and the gateway — and talks
+//! to them over real HTTP.
+
+#![allow(
+    dead_code,
+    reason = "each test module uses a different subset of the helpers"
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Algorithm;
+use scopegate::config::{self, Source};
+use scopegate::dev_issuer::DevIssuer;
+use scopegate::serve::Running;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub const AUDIENCE: &str = "api";
+
+/// The policy most tests run against.
+pub const POLICY: &str = r#"
+routes:
+  - name: public
+    match: { method: GET, path: /public }
+    upstream: echo
+    public: true
+  - name: list-builds
+    match: { method: GET, path: "/orgs/{org}/builds" }
+    upstream: echo
+    require: { scopes: [read:builds] }
+  - name: create-build
+    match: { method: POST, path: "/orgs/{org}/builds" }
+    upstream: echo
+    require: { scopes: [create:builds] }
+  - name: either
+    match: { method: GET, path: "/orgs/{org}/builds/{id}" }
+    upstream: echo
+    require: { any_scopes: [read:builds, admin:builds] }
+  - name: upload
+    match: { method: PUT, path: /upload }
+    upstream: echo
+    require: { scopes: [] }
+  - name: files
+    match: { method: GET, path: "/files/{*rest}" }
+    upstream: echo
+    require: {}
+  - name: down
+    match: { path: /down }
+    upstream: closed
+    require: {}
+  - name: slow
+    match: { path: /slow }
+    upstream: slow
+    require: {}
+"#;
+
+/// Knobs for one gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub policy: String,
+    /// Extra YAML lines for the `test` issuer (indented 4 spaces).
+    pub issuer_extra: String,
+    /// `jwks_url` (default) or `discovery_url`.
+    pub discovery: bool,
+    pub limits: String,
+    pub cooldown: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: POLICY.to_string(),
+            issuer_extra: String::new(),
+            discovery: false,
+            limits: String::new(),
+            cooldown: "30s",
+        }
+    }
+}
+
+/// Issuer, echo upstream and gateway, started together.
+pub struct Harness {
+    pub issuer: DevIssuer,
+    pub echo: SocketAddr,
+    pub gateway: Running,
+    pub client: TestClient,
+    _stop: watch::Sender<bool>,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let issuer = DevIssuer::start(stopped.clone()).await.unwrap();
+        for (kid, alg) in [
+            ("rsa", Algorithm::RS256),
+            ("ps", Algorithm::PS256),
+            ("ec", Algorithm::ES256),
+            ("ed", Algorithm::EdDSA),
+        ] {
+            issuer.add_key(kid, alg).unwrap();
+        }
+        let echo = scopegate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped)
+            .await
+            .unwrap();
+        let config = config::from_sources(
+            &server_source(&issuer, echo, &options),
+            Path::new("."),
+            &[Source {
+                path: PathBuf::from("policy.yaml"),
+                text: options.policy.clone(),
+            }],
+        )
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let gateway = scopegate::serve::start(config).await.unwrap();
+        Self {
+            issuer,
+            echo,
+            gateway,
+            client: TestClient::new(),
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.proxy_addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.admin_addr, path)
+    }
+
+    /// GET an admin path.
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.client
+            .send(Method::GET, &self.admin_url(path), &[], Bytes::new())
+            .await
+    }
+
+    /// Claims of a valid token for `scope`, to adjust before signing.
+    pub fn claims(&self, scope: &str) -> Value {
+        let now = now();
+        json!({"iss": self.issuer.url, "sub": "alice", "aud": AUDIENCE, "scope": scope, "iat": now, "exp": now + 300, "azp": "cli"})
+    }
+
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        self.issuer.sign(kid, claims).unwrap()
+    }
+
+    /// A valid ES256 token with `scope`.
+    pub fn token(&self, scope: &str) -> String {
+        self.sign("ec", &self.claims(scope))
+    }
+
+    /// GET `path` with `token` as bearer.
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.client
+            .send(
+                Method::GET,
+                &self.url(path),
+                &[("authorization", &format!("Bearer {token}"))],
+                Bytes::new(),
+            )
+            .await
+    }
+}
+
+fn server_source(issuer: &DevIssuer, echo: SocketAddr, o: &Options) -> Source {
+    let keys = if o.discovery {
+        format!("discovery_url: {}", issuer.discovery_url())
+    } else {
+        format!("jwks_url: {}", issuer.jwks_url())
+    };
+    let text = format!(
+        r#"
+listen: {{ proxy: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+policies: [policy.yaml]
+issuers:
+  test:
+    issuer: {iss}
+    {keys}
+    algorithms: [RS256, PS256, ES256, EdDSA]
+    audiences: [{AUDIENCE}, other-api]
+    leeway: 5s
+    unknown_kid_cooldown: {cooldown}
+{extra}
+upstreams:
+  echo: {{ url: "http://{echo}", timeout: 5s }}
+  closed: {{ url: "http://{closed}" }}
+  slow: {{ url: "http://{echo}", timeout: 300ms }}
+{limits}
+"#,
+        iss = issuer.url,
+        cooldown = o.cooldown,
+        extra = o.issuer_extra,
+        closed = closed_port(),
+        limits = o.limits,
+    );
+    Source {
+        path: PathBuf::from("scopegate.yaml"),
+        text,
+    }
+}
+
+/// An address nothing listens on.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+
+    /// The problem body's `code`.
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// A plain HTTP/1.1 client.
+#[derive(Clone)]
+pub struct TestClient {
+    client: Client<HttpConnector, TestBody>,
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Answer {
+        self.send_body(method, url, headers, Full::new(body).boxed())
+            .await
+    }
+
+    pub async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: TestBody,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = self
+            .client
+            .request(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+/// Sends `request` as raw bytes (for targets an HTTP library would refuse to build) and returns
+/// the status code of the answer.
+pub async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Runs the built `scopegate` binary with `args`; returns (success, stdout, stderr).
+pub fn scopegate(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
