@@ -1,7 +1,15 @@
 //! End-to-end tests: real servers on loopback, real HTTP.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
-#![allow(unreachable_pub, missing_debug_implementations, reason = "a test binary has no public API")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+#![allow(
+    unreachable_pub,
+    missing_debug_implementations,
+    reason = "a test binary has no public API"
+)]
 
 mod util;
 
