@@ -1,0 +1,338 @@
+//! Throughput of scopegate against a plain baseline, measured in the same run.
+//!
+//! Starts the development issuer, the echo upstream and the gateway in-process (the same way
+//! `scopegate dev` does), checks once that the gateway answers 200 for the benchmark token, then
+//! drives `wrk` at the echo upstream directly and at the gateway, and prints requests/sec, p50,
+//! p99 and the ratio gateway/direct. Run with `cargo bench --bench proxy`; `BENCH_SECONDS`
+//! sets the measured duration per target (default 10).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Algorithm;
+use scopegate::config::{self, Source};
+use scopegate::dev_issuer::DevIssuer;
+use scopegate::serve::Running;
+use serde_json::json;
+use tokio::sync::watch;
+
+const AUDIENCE: &str = "scopegate-bench";
+const KID: &str = "bench";
+const PATH: &str = "/orgs/acme/builds";
+const THREADS: u32 = 1;
+const CONNECTIONS: u32 = 32;
+const WARMUP_SECONDS: u64 = 2;
+
+const POLICY: &str = r#"
+routes:
+  - name: list-builds
+    match: { method: GET, path: "/orgs/{org}/builds" }
+    upstream: echo
+    require: { scopes: [read:builds] }
+"#;
+
+/// Everything the load runs need; dropping it stops the servers.
+struct Servers {
+    echo: SocketAddr,
+    gateway: Running,
+    token: String,
+    _issuer: DevIssuer,
+    _stop: watch::Sender<bool>,
+}
+
+/// What one wrk run reported.
+struct Load {
+    requests_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    requests: u64,
+}
+
+fn main() -> ExitCode {
+    if !wrk_available() {
+        println!(
+            "proxy bench skipped: `wrk` is not on PATH.\n\
+             Install it (Debian/Ubuntu: `apt-get install -y wrk`) and run `cargo bench --bench proxy` again."
+        );
+        return ExitCode::SUCCESS;
+    }
+    let seconds = match std::env::var("BENCH_SECONDS") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if s > 0 => s,
+            _ => {
+                eprintln!("BENCH_SECONDS must be a positive whole number of seconds, got `{v}`");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(_) => 10,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let servers = runtime.block_on(start_servers());
+
+    // One real request first: a benchmark of 401s (or 404s, or 502s) must be impossible.
+    let direct_url = format!("http://{}{PATH}", servers.echo);
+    let gateway_url = format!("http://{}{PATH}", servers.gateway.proxy_addr);
+    if let Err(e) = runtime.block_on(preflight(&servers, &gateway_url)) {
+        eprintln!("proxy bench aborted: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let auth = format!("Authorization: Bearer {}", servers.token);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "scopegate proxy bench: wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s --latency, GET {PATH}, \
+         {WARMUP_SECONDS}s warm-up per target"
+    );
+    println!(
+        "machine: {cores} cores, shared by wrk, the echo upstream and the gateway \
+         (all on this machine; the servers share one tokio runtime with {cores} workers)"
+    );
+
+    // wrk runs from this thread while the servers run on the runtime's worker threads.
+    let mut results = Vec::new();
+    for (name, url) in [("direct", &direct_url), ("gateway", &gateway_url)] {
+        let run = || -> Result<Load, String> {
+            wrk(url, &auth, WARMUP_SECONDS)?;
+            wrk(url, &auth, seconds)
+        };
+        match run() {
+            Ok(load) => results.push((name, load)),
+            Err(e) => {
+                eprintln!("proxy bench aborted while loading {name} ({url}): {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "{:<10} {:>14} {:>10} {:>10} {:>12}",
+        "target", "requests/sec", "p50", "p99", "requests"
+    );
+    for (name, load) in &results {
+        println!(
+            "{:<10} {:>14.0} {:>10} {:>10} {:>12}",
+            name,
+            load.requests_per_sec,
+            format_latency(load.p50),
+            format_latency(load.p99),
+            load.requests
+        );
+    }
+    let direct = &results[0].1;
+    let gateway = &results[1].1;
+    println!(
+        "ratio gateway/direct: {:.2}",
+        gateway.requests_per_sec / direct.requests_per_sec
+    );
+    println!(
+        "added p50 latency: {}",
+        format_latency(gateway.p50.saturating_sub(direct.p50))
+    );
+
+    drop(servers);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    ExitCode::SUCCESS
+}
+
+fn wrk_available() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
+}
+
+async fn start_servers() -> Servers {
+    let (stop, stopped) = watch::channel(false);
+    let issuer = DevIssuer::start(stopped.clone())
+        .await
+        .expect("start the development issuer");
+    issuer
+        .add_key(KID, Algorithm::ES256)
+        .expect("generate the ES256 key");
+    let echo = scopegate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped)
+        .await
+        .expect("start the echo upstream");
+    let server = Source {
+        path: PathBuf::from("<bench>/scopegate.yaml"),
+        text: format!(
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\n\
+             policies: [policy.yaml]\n\
+             issuers:\n  bench:\n    issuer: {url}\n    jwks_url: {jwks}\n    algorithms: [ES256]\n    audiences: [{AUDIENCE}]\n\
+             upstreams:\n  echo:\n    url: http://{echo}\n",
+            url = issuer.url,
+            jwks = issuer.jwks_url(),
+        ),
+    };
+    let policy = Source {
+        path: PathBuf::from("policy.yaml"),
+        text: POLICY.to_string(),
+    };
+    let config = config::from_sources(&server, Path::new("."), &[policy])
+        .unwrap_or_else(|e| panic!("the bench configuration is invalid:\n{e}"));
+    let gateway = scopegate::serve::start(config)
+        .await
+        .expect("start the gateway");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let claims = json!({
+        "iss": issuer.url, "sub": "bench", "aud": AUDIENCE, "scope": "read:builds",
+        "iat": now, "exp": now + 3600,
+    });
+    let token = issuer.sign(KID, &claims).expect("sign the bench token");
+    Servers {
+        echo,
+        gateway,
+        token,
+        _issuer: issuer,
+        _stop: stop,
+    }
+}
+
+/// The gateway must be ready, answer 200 for the token (with the echo's body), and 401 without.
+async fn preflight(servers: &Servers, gateway_url: &str) -> Result<(), String> {
+    if !servers.gateway.gateway.ready() {
+        return Err("the gateway has not loaded the issuer's keys".into());
+    }
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let get = |token: Option<&str>| {
+        let mut request = Request::get(gateway_url);
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let request = request.body(Empty::new()).expect("request");
+        let client = client.clone();
+        async move {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("GET {gateway_url} failed: {e}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer of GET {gateway_url}: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        }
+    };
+    let (status, body) = get(Some(&servers.token)).await?;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "GET {gateway_url} with the bench token answered {status}, not 200: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let echoed: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the 200 answer is not the echo upstream's JSON: {e}"))?;
+    if echoed["path"] != PATH {
+        return Err(format!("the upstream saw an unexpected request: {echoed}"));
+    }
+    let (status, _) = get(None).await?;
+    if status != StatusCode::UNAUTHORIZED {
+        return Err(format!(
+            "GET {gateway_url} without a token answered {status}, not 401: the route is not protected"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs wrk once and parses its report; any non-2xx answer or socket error fails the run.
+fn wrk(url: &str, auth_header: &str, seconds: u64) -> Result<Load, String> {
+    let output = Command::new("wrk")
+        .args([
+            format!("-t{THREADS}"),
+            format!("-c{CONNECTIONS}"),
+            format!("-d{seconds}s"),
+            "--latency".to_string(),
+            "-H".to_string(),
+            auth_header.to_string(),
+            url.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk exited with {}:\n{report}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    parse_wrk(&report).map_err(|e| format!("{e}; wrk's report was:\n{report}"))
+}
+
+fn parse_wrk(report: &str) -> Result<Load, String> {
+    let mut requests_per_sec = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut requests = None;
+    for line in report.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => requests_per_sec = v.parse::<f64>().ok(),
+            ["50%", v] => p50 = parse_duration(v),
+            ["99%", v] => p99 = parse_duration(v),
+            [n, "requests", "in", ..] => requests = n.parse::<u64>().ok(),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                return Err(format!("{n} answers were not 2xx/3xx"));
+            }
+            ["Socket", "errors:", ..] => return Err(format!("socket errors: {}", line.trim())),
+            _ => {}
+        }
+    }
+    match (requests_per_sec, p50, p99, requests) {
+        (Some(requests_per_sec), Some(p50), Some(p99), Some(requests)) if requests > 0 => {
+            Ok(Load {
+                requests_per_sec,
+                p50,
+                p99,
+                requests,
+            })
+        }
+        _ => Err("cannot find Requests/sec, the 50%/99% latencies or the request count".into()),
+    }
+}
+
+/// wrk's latency notation: `812.00us`, `1.23ms`, `1.05s`, `2.00m`.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+fn format_latency(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}us")
+    } else {
+        format!("{:.2}ms", us / 1000.0)
+    }
+}
