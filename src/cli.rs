@@ -29,6 +29,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write a new signing key (PKCS#8 PEM, mode 0600) and print its `signing.keys` entry.
+    Keygen {
+        /// ES256 (default), EdDSA or RS256.
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// The folder to write `<kid>.pem` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key id (default: the algorithm and the current time).
+        #[arg(long)]
+        kid: Option<String>,
+    },
     /// Run the demo: a development issuer, an echo upstream and the gateway, nothing to set up.
     Dev {
         /// Gateway address.
@@ -79,6 +91,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Keygen { alg, out, kid } => match keygen(&alg, &out, kid) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Dev { listen, admin } => match crate::dev::run(listen, admin).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -87,4 +109,35 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
     }
+}
+
+/// Generates a key into `out/<kid>.pem`; refuses to overwrite an existing file.
+fn keygen(alg: &str, out: &std::path::Path, kid: Option<String>) -> anyhow::Result<String> {
+    use std::io::Write;
+    let algorithm = crate::keys::signing_algorithm(alg)?;
+    let kid = kid
+        .unwrap_or_else(|| format!("{}-{}", alg.to_ascii_lowercase(), crate::verify::unix_now()));
+    if kid.is_empty()
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        anyhow::bail!("key id `{kid}` must be letters, digits, `-`, `_` or `.`");
+    }
+    let key = crate::keys::SigningKey::generate(kid.clone(), algorithm)?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join(format!("{kid}.pem"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", path.display()))?;
+    file.write_all(key.private_pem().as_bytes())?;
+    Ok(format!(
+        "wrote {}\nadd it to the server file (the first key signs, all are published):\n\nsigning:\n  keys:\n    - {{ kid: {kid}, alg: {alg}, file: {} }}",
+        path.display(),
+        path.display()
+    ))
 }

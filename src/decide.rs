@@ -1,35 +1,141 @@
-//! The decision: a pure function of the route's access rule and the verified principal. Proxy
-//! mode, forward-auth and `explain` all call it, so they can never disagree.
+//! The decision: a pure function of the route, the verified caller, the organization's
+//! membership answer and the request's facts. Proxy mode, forward-auth and `explain` all call
+//! it, so they can never disagree. Any doubt is a denial.
 
+use serde_json::{Map, Value};
+
+use crate::condition::Facts;
+use crate::config::{Combine, Roles};
+use crate::mint::ForwardScopes;
+use crate::permissions::{Grants, Membership};
 use crate::reject::Rejection;
-use crate::route::{Access, ScopeRule};
-use crate::verify::Principal;
+use crate::route::{Access, Route, ScopeRule};
+use crate::verify::{AuthError, Principal};
 
-/// What to do with a request whose route matched and whose caller (if any) was authenticated.
+/// What to do with a request.
 #[derive(Debug)]
 pub enum Decision {
-    Allow,
+    Allow(Allowed),
     Deny(Rejection),
 }
 
-/// Decides `access` for `principal` (`None` for an unauthenticated caller).
-pub fn decide(access: &Access, principal: Option<&Principal>) -> Decision {
-    match (access, principal) {
-        (Access::Public, _) => Decision::Allow,
-        (Access::Scopes(rule), Some(p)) if satisfies(rule, p) => Decision::Allow,
-        (Access::Scopes(rule), Some(_)) => Decision::Deny(Rejection::InsufficientScope {
-            required: required(rule),
-        }),
-        // The pipeline authenticates before deciding; reaching this is a bug, and it fails closed.
-        (Access::Scopes(_), None) => {
-            Decision::Deny(Rejection::Auth(crate::verify::AuthError::Missing))
-        }
-    }
+/// What an allowed request carries upstream.
+#[derive(Debug, Default, PartialEq)]
+pub struct Allowed {
+    /// The effective scopes in the organization (or the token's, for org-less routes).
+    pub effective: Vec<String>,
+    /// The scopes the minted token carries (sorted).
+    pub scopes: Vec<String>,
+    /// The backend claims the route forwards, under their forwarded names.
+    pub claims: Map<String, Value>,
 }
 
-fn satisfies(rule: &ScopeRule, p: &Principal) -> bool {
-    rule.all.iter().all(|s| p.has_scope(s))
-        && (rule.any.is_empty() || rule.any.iter().any(|s| p.has_scope(s)))
+/// Everything the decision looks at.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub route: &'a Route,
+    pub roles: &'a Roles,
+    /// `None` only for public routes.
+    pub principal: Option<&'a Principal>,
+    pub organization: Option<&'a str>,
+    /// The backend's answer, for routes with an organization.
+    pub membership: Option<&'a Membership>,
+    pub params: &'a [(&'a str, &'a str)],
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// Decides one request.
+pub fn decide(input: &Input<'_>) -> Decision {
+    let route = input.route;
+    let rule = match &route.access {
+        Access::Public => return Decision::Allow(Allowed::default()),
+        Access::Scopes(rule) => rule,
+    };
+    // The pipeline authenticates before deciding; reaching this without a caller fails closed.
+    let Some(principal) = input.principal else {
+        return Decision::Deny(Rejection::Auth(AuthError::Missing));
+    };
+    let empty = Map::new();
+    let (effective, backend_claims) = match (&route.organization, input.membership) {
+        (None, _) => (principal.scopes.clone(), &empty),
+        (Some(_), Some(Membership::Member(grants))) => (
+            effective_scopes(grants, input.roles, principal),
+            &grants.claims,
+        ),
+        (Some(_), Some(Membership::NotMember) | None) => {
+            return Decision::Deny(Rejection::NotMember);
+        }
+    };
+    let has = |s: &String| effective.binary_search(s).is_ok();
+    if !rule.all.iter().all(has) || !(rule.any.is_empty() || rule.any.iter().any(has)) {
+        return Decision::Deny(Rejection::InsufficientScope {
+            required: required(rule),
+        });
+    }
+    if let Some(condition) = &route.condition {
+        let facts = Facts {
+            params: input.params,
+            org: input.organization,
+            token: &principal.claims,
+            claims: backend_claims,
+            scopes: &effective,
+            method: input.method,
+            path: input.path,
+        };
+        match condition.evaluate(&facts) {
+            Ok(true) => {}
+            Ok(false) => return Decision::Deny(Rejection::ConditionFailed),
+            Err(e) => {
+                tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
+                return Decision::Deny(Rejection::ConditionFailed);
+            }
+        }
+    }
+    let mut scopes: Vec<String> = match &route.forward.scopes {
+        ForwardScopes::Required => rule
+            .all
+            .iter()
+            .chain(rule.any.iter().filter(|s| has(s)))
+            .cloned()
+            .collect(),
+        ForwardScopes::Effective => effective.clone(),
+        ForwardScopes::List(list) => list.iter().filter(|s| has(s)).cloned().collect(),
+    };
+    scopes.sort_unstable();
+    scopes.dedup();
+    let claims = route
+        .forward
+        .claims
+        .iter()
+        .filter_map(|(from, to)| backend_claims.get(from).map(|v| (to.clone(), v.clone())))
+        .collect();
+    Decision::Allow(Allowed {
+        effective,
+        scopes,
+        claims,
+    })
+}
+
+/// Scopes granted in the organization (roles mapped through the policy, plus direct scopes),
+/// combined with the token's per the issuer's `combine`. Sorted, without duplicates.
+pub fn effective_scopes(grants: &Grants, roles: &Roles, principal: &Principal) -> Vec<String> {
+    let granted = grants
+        .roles
+        .iter()
+        .filter_map(|r| roles.get(r))
+        .flatten()
+        .chain(&grants.scopes);
+    let mut scopes: Vec<String> = match principal.issuer.combine {
+        Combine::Intersect => granted
+            .filter(|s| principal.has_scope(s))
+            .cloned()
+            .collect(),
+        Combine::Replace => granted.cloned().collect(),
+    };
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes
 }
 
 /// The `scope` parameter of a 403: every required scope, then the any-of choices.

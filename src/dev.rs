@@ -12,8 +12,35 @@ use tokio::sync::watch;
 use crate::config::{self, Source};
 use crate::dev_issuer::DevIssuer;
 
-/// The demo policy, compiled in so `dev` works from any folder.
-pub const DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
+/// The policies `dev` runs, compiled in so it works from any folder: (path, text).
+pub const POLICIES: &[(&str, &str)] = &[
+    ("policies/demo.yaml", include_str!("../policies/demo.yaml")),
+    (
+        "policies/builds.yaml",
+        include_str!("../policies/builds.yaml"),
+    ),
+    (
+        "policies/organizations.yaml",
+        include_str!("../policies/organizations.yaml"),
+    ),
+    (
+        "policies/countries.yaml",
+        include_str!("../policies/countries.yaml"),
+    ),
+];
+
+/// The permissions data of the scenario policies: (file name, text).
+pub const DATA: &[(&str, &str)] = &[
+    ("builds.yaml", include_str!("../policies/data/builds.yaml")),
+    (
+        "organizations.yaml",
+        include_str!("../policies/data/organizations.yaml"),
+    ),
+    (
+        "countries.yaml",
+        include_str!("../policies/data/countries.yaml"),
+    ),
+];
 
 /// The audience the demo issuer's tokens carry and the demo gateway accepts.
 pub const DEMO_AUDIENCE: &str = "scopegate-demo";
@@ -36,20 +63,40 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DevError> 
     let (stop, stopped) = watch::channel(false);
     let issuer = DevIssuer::start(stopped.clone()).await?;
     issuer.add_key("dev-1", Algorithm::ES256)?;
-    let echo = crate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped).await?;
+    // The echo verifies what it receives against scopegate's discovery document, like a real
+    // upstream would (only possible when the gateway's port is known in advance).
+    let discovery = (listen.port() != 0)
+        .then(|| {
+            format!("http://{listen}/.well-known/openid-configuration")
+                .parse()
+                .ok()
+        })
+        .flatten();
+    let echo =
+        crate::echo::start_verifying(SocketAddr::from(([127, 0, 0, 1], 0)), stopped, discovery)
+            .await?;
+    // The permissions data goes to a temporary folder, so it can be edited to see hot reload.
+    let data_dir = std::env::temp_dir().join(format!("scopegate-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    for (name, text) in DATA {
+        std::fs::write(data_dir.join(name), text)?;
+    }
     let server = Source {
         path: PathBuf::from("<dev>/scopegate.yaml"),
         text: server_yaml(listen, admin, &issuer, echo),
     };
-    let policy = Source {
-        path: PathBuf::from("policies/demo.yaml"),
-        text: DEMO_POLICY.to_string(),
-    };
-    let config = config::from_sources(&server, Path::new("."), &[policy])?;
+    let policies: Vec<Source> = POLICIES
+        .iter()
+        .map(|(p, t)| Source {
+            path: PathBuf::from(p),
+            text: t.to_string(),
+        })
+        .collect();
+    let config = config::from_sources(&server, &data_dir, &policies)?;
     let running = crate::serve::start(config).await?;
     println!(
         "{}",
-        instructions(&issuer, running.proxy_addr, running.admin_addr)
+        instructions(&issuer, running.proxy_addr, running.admin_addr, &data_dir)
     );
     let _ = tokio::signal::ctrl_c().await;
     let _ = stop.send(true);
@@ -64,10 +111,25 @@ fn server_yaml(
     echo: SocketAddr,
 ) -> String {
     format!(
-        "listen: {{ proxy: \"{listen}\", admin: \"{admin}\" }}\n\
-         policies: [policies/demo.yaml]\n\
-         issuers:\n  dev:\n    issuer: {url}\n    jwks_url: {jwks}\n    algorithms: [ES256]\n    audiences: [{DEMO_AUDIENCE}]\n\
-         upstreams:\n  demo:\n    url: http://{echo}\n",
+        r#"listen: {{ proxy: "{listen}", admin: "{admin}" }}
+policies: [policies]
+signing:
+  issuer: http://{listen}
+  keys: [{{ kid: dev-signing, alg: ES256, generate: true }}]
+permissions:
+  files: [builds.yaml, organizations.yaml, countries.yaml]
+issuers:
+  dev:
+    issuer: {url}
+    jwks_url: {jwks}
+    algorithms: [ES256]
+    audiences: [{DEMO_AUDIENCE}]
+upstreams:
+  demo: {{ url: "http://{echo}" }}
+  builds-api: {{ url: "http://{echo}", audience: "https://builds.example.com" }}
+  projects-api: {{ url: "http://{echo}", audience: "https://projects.example.com" }}
+  shipments-api: {{ url: "http://{echo}", audience: "https://shipments.example.com" }}
+"#,
         url = issuer.url,
         jwks = issuer.jwks_url(),
     )
@@ -77,22 +139,30 @@ fn token(issuer: &DevIssuer, scope: &str, exp_offset: i64) -> String {
     let now = crate::verify::unix_now() as i64;
     let claims = json!({
         "iss": issuer.url, "sub": "alice", "aud": DEMO_AUDIENCE, "scope": scope,
-        "iat": now, "exp": now + exp_offset, "azp": "demo-cli",
+        "iat": now, "exp": now + exp_offset, "azp": "demo-cli", "org_id": "buildco",
     });
     issuer.sign("dev-1", &claims).unwrap_or_default()
 }
 
-fn instructions(issuer: &DevIssuer, proxy: SocketAddr, admin: SocketAddr) -> String {
+fn instructions(issuer: &DevIssuer, proxy: SocketAddr, admin: SocketAddr, data: &Path) -> String {
     let reader = token(issuer, "read:builds", 3600);
     let writer = token(issuer, "read:builds create:builds", 3600);
     let expired = token(issuer, "read:builds create:builds", -3600);
+    let alice = token(
+        issuer,
+        "read:projects write:projects delete:projects read:shipments create:shipments",
+        3600,
+    );
     format!(
         r#"scopegate dev is running.
-  gateway  http://{proxy}   (policy: policies/demo.yaml)
+  gateway  http://{proxy}   (policies: demo, builds, organizations, countries)
   admin    http://{admin}/metrics  /healthz  /readyz
   issuer   {iss}  (development keys, audience `{DEMO_AUDIENCE}`)
+  minted   http://{proxy}/.well-known/openid-configuration  (scopegate's own issuer documents)
+  data     {data}  (permissions; edit a file and it reloads)
 
-Try these (the upstream echoes what it received, including the token's claims):
+The upstream echoes what it received: `token_claims` is the down-scoped token scopegate minted
+in place of yours.
 
 # 200: a token with read:builds lists builds
 curl -s http://{proxy}/orgs/acme/builds -H "Authorization: Bearer {reader}"
@@ -111,7 +181,23 @@ curl -si http://{proxy}/orgs/acme/builds
 curl -si http://{proxy}/nowhere -H "Authorization: Bearer {reader}"
 curl -si http://{proxy}/orgs/acme%2Fother/builds -H "Authorization: Bearer {reader}"
 
+# 200: alice is admin in acme: the minted `scope` has read, write and delete
+curl -s http://{proxy}/orgs/acme/projects -H "Authorization: Bearer {alice}"
+
+# 200: the same token in globex, where she is a viewer: the minted `scope` is read:projects
+curl -s http://{proxy}/orgs/globex/projects -H "Authorization: Bearer {alice}"
+
+# 403: so she cannot create a project in globex
+curl -si -X POST http://{proxy}/orgs/globex/projects -H "Authorization: Bearer {alice}"
+
+# 200: shipments in nl, one of her allowed countries (the minted token carries allowed_countries)
+curl -s http://{proxy}/countries/nl/shipments -H "X-Organization: eu-logistics" -H "Authorization: Bearer {alice}"
+
+# 403 condition_failed: fr is not
+curl -si http://{proxy}/countries/fr/shipments -H "X-Organization: eu-logistics" -H "Authorization: Bearer {alice}"
+
 Press Ctrl-C to stop."#,
         iss = issuer.url,
+        data = data.display(),
     )
 }

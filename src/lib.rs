@@ -2,10 +2,11 @@
 //! per-route scope rules from YAML policy files, and forwards allowed requests upstream.
 //!
 //! The request flows one way through small modules: [`normalize`] → [`route`] → [`verify`] →
-//! [`decide`] → [`proxy`], composed only by [`gateway`].
+//! [`org`] → [`permissions`] → [`decide`] → [`mint`] → [`proxy`], composed only by [`gateway`].
 
 pub mod admin;
 pub mod cli;
+pub mod condition;
 pub mod config;
 pub mod decide;
 pub mod dev;
@@ -16,7 +17,10 @@ pub mod gateway;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod mint;
 pub mod normalize;
+pub mod org;
+pub mod permissions;
 pub mod proxy;
 pub mod reject;
 pub mod route;

@@ -1,8 +1,10 @@
 //! Prometheus metrics. One registry per gateway (not the global default), so tests and several
 //! gateways in one process never share counters.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric scopegate exports.
@@ -17,6 +19,16 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// JWKS fetches by issuer and result (`ok`/`error`).
     pub jwks_refreshes: IntCounterVec,
+    /// Permission lookups by result (`hit`, `miss`, `coalesced`).
+    pub permissions_lookups: IntCounterVec,
+    /// Permissions backend call latency.
+    pub permissions_backend_duration: Histogram,
+    /// Permissions backend failures.
+    pub permissions_backend_errors: IntCounter,
+    /// Tokens signed for upstreams.
+    pub tokens_minted: IntCounter,
+    /// Minted tokens reused from the cache.
+    pub mint_cache_hits: IntCounter,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -24,58 +36,45 @@ const GATEWAY_BUCKETS: &[f64] = &[
     0.25, 1.0,
 ];
 
+/// Registers `c` and hands it back; names are static and unique, so this cannot fail.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    c: Result<C, prometheus::Error>,
+) -> C {
+    let c = c.unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+    c
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "scopegate_requests_total",
-                "Requests by route, decision and HTTP status.",
-            ),
-            &["route", "decision", "status"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let gateway_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "scopegate_gateway_duration_seconds",
-                "Latency scopegate adds: request received to request forwarded (or denial sent).",
-            )
-            .buckets(GATEWAY_BUCKETS.to_vec()),
-            &["decision"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "scopegate_upstream_duration_seconds",
-                "Time to upstream response headers.",
-            ),
-            &["upstream"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let jwks_refreshes = IntCounterVec::new(
-            Opts::new(
-                "scopegate_jwks_refreshes_total",
-                "JWKS fetches by issuer and result.",
-            ),
-            &["issuer", "result"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(gateway_duration.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(jwks_refreshes.clone()),
-        ] {
-            registry
-                .register(c)
-                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
-        }
+        let r = Registry::new();
         Self {
-            registry,
-            requests,
-            gateway_duration,
-            upstream_duration,
-            jwks_refreshes,
+            requests: register(&r, IntCounterVec::new(Opts::new("scopegate_requests_total", "Requests by route, decision and HTTP status."), &["route", "decision", "status"])),
+            gateway_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("scopegate_gateway_duration_seconds", "Latency scopegate adds: request received to request forwarded (or denial sent).")
+                        .buckets(GATEWAY_BUCKETS.to_vec()),
+                    &["decision"],
+                ),
+            ),
+            upstream_duration: register(&r, HistogramVec::new(HistogramOpts::new("scopegate_upstream_duration_seconds", "Time to upstream response headers."), &["upstream"])),
+            jwks_refreshes: register(&r, IntCounterVec::new(Opts::new("scopegate_jwks_refreshes_total", "JWKS fetches by issuer and result."), &["issuer", "result"])),
+            permissions_lookups: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("scopegate_permissions_lookups_total", "Permission lookups by result: hit, miss (backend called), coalesced (shared another call)."),
+                    &["result"],
+                ),
+            ),
+            permissions_backend_duration: register(&r, Histogram::with_opts(HistogramOpts::new("scopegate_permissions_backend_duration_seconds", "Permissions backend call latency."))),
+            permissions_backend_errors: register(&r, IntCounter::new("scopegate_permissions_backend_errors_total", "Permissions backend failures.")),
+            tokens_minted: register(&r, IntCounter::new("scopegate_tokens_minted_total", "Tokens signed for upstreams.")),
+            mint_cache_hits: register(&r, IntCounter::new("scopegate_mint_cache_hits_total", "Minted tokens reused from the cache.")),
+            registry: r,
         }
     }
 

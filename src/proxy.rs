@@ -52,6 +52,8 @@ pub struct Inbound<'a> {
     pub scheme: &'static str,
     /// The Host the client asked for, as sent.
     pub host: Option<&'a HeaderValue>,
+    /// What replaces the client's `Authorization` (the minted token), or `None` to send none.
+    pub authorization: Option<HeaderValue>,
 }
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
@@ -98,6 +100,7 @@ impl Upstreams {
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
         strip_owned(headers);
+        set_authorization(headers, inbound.authorization.clone());
         set_forwarded(headers, inbound, host);
         // HTTP/1 upstreams get the upstream's own authority; the client's is in X-Forwarded-Host.
         *request.version_mut() = http::Version::HTTP_11;
@@ -157,6 +160,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
+    }
+}
+
+/// The client's `Authorization` never reaches the upstream: it is replaced by the minted token,
+/// or removed (public routes).
+fn set_authorization(headers: &mut HeaderMap, minted: Option<HeaderValue>) {
+    headers.remove(header::AUTHORIZATION);
+    if let Some(v) = minted {
+        headers.insert(header::AUTHORIZATION, v);
     }
 }
 

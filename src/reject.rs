@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::mint::MintError;
 use crate::normalize::PathError;
+use crate::org::OrgError;
 use crate::proxy::UpstreamError;
 use crate::verify::AuthError;
 
@@ -30,6 +32,21 @@ pub enum Rejection {
     /// The upstream failed (502/504).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The route needs an organization the request does not name validly (400).
+    #[error(transparent)]
+    Organization(#[from] OrgError),
+    /// The caller is not a member of the organization (403).
+    #[error("the caller is not a member of this organization")]
+    NotMember,
+    /// The route's condition is false or could not be evaluated (403).
+    #[error("the route's condition does not hold for this request")]
+    ConditionFailed,
+    /// The permissions backend failed and no usable stale answer exists (503).
+    #[error("the permissions backend is unavailable")]
+    PermissionsUnavailable,
+    /// The token to forward could not be minted (500; 401 when the caller's token just expired).
+    #[error(transparent)]
+    Mint(#[from] MintError),
 }
 
 impl Rejection {
@@ -43,6 +60,11 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Rejection::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Rejection::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Rejection::Organization(_) => StatusCode::BAD_REQUEST,
+            Rejection::NotMember | Rejection::ConditionFailed => StatusCode::FORBIDDEN,
+            Rejection::PermissionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Mint(MintError::Expired) => StatusCode::UNAUTHORIZED,
+            Rejection::Mint(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -63,6 +85,12 @@ impl Rejection {
             Rejection::InsufficientScope { .. } => "insufficient_scope",
             Rejection::Upstream(UpstreamError::Timeout) => "upstream_timeout",
             Rejection::Upstream(_) => "upstream_unavailable",
+            Rejection::Organization(_) => "organization_unresolved",
+            Rejection::NotMember => "not_member",
+            Rejection::ConditionFailed => "condition_failed",
+            Rejection::PermissionsUnavailable => "permissions_unavailable",
+            Rejection::Mint(MintError::Expired) => "token_expired",
+            Rejection::Mint(_) => "mint_failed",
         }
     }
 
@@ -83,6 +111,14 @@ impl Rejection {
             )),
             Rejection::Auth(AuthError::KeysUnavailable) => None,
             Rejection::Auth(_) => Some(format!(
+                r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
+                quoted(&detail)
+            )),
+            Rejection::NotMember | Rejection::ConditionFailed => Some(format!(
+                r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}""#,
+                quoted(&detail)
+            )),
+            Rejection::Mint(MintError::Expired) => Some(format!(
                 r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
                 quoted(&detail)
             )),

@@ -27,6 +27,10 @@ pub struct Route {
     pub path: String,
     pub upstream: Arc<UpstreamConfig>,
     pub access: Access,
+    /// Where the organization comes from; `None` for routes that are not per-organization.
+    pub organization: Option<crate::org::OrgSource>,
+    pub condition: Option<crate::condition::Condition>,
+    pub forward: crate::mint::Forward,
 }
 
 /// Who may use a route.

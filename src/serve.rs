@@ -82,6 +82,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     for keys in &gateway.issuers {
         keys.spawn_refresher(shutdown.subscribe());
     }
+    if let Some(p) = gateway.permissions() {
+        p.spawn_reloader(Duration::from_secs(2), shutdown.subscribe());
+    }
     let running = Running {
         proxy_addr: proxy.local_addr().map_err(|source| ServeError::Bind {
             addr: listen.proxy,

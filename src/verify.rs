@@ -89,6 +89,9 @@ pub enum AuthError {
     /// `aud` names none of the issuer's audiences.
     #[error("the token is not for this audience")]
     WrongAudience,
+    /// A token scopegate minted for an upstream: never accepted back at the front door.
+    #[error("the token was issued for an upstream, not for this gateway")]
+    UpstreamToken,
     /// A claim scopegate needs is absent, or of the wrong JSON type.
     #[error("the token's `{0}` claim is missing or of the wrong type")]
     BadClaim(&'static str),
@@ -293,6 +296,9 @@ fn principal(
     claims: Map<String, Value>,
     hash: &TokenHash,
 ) -> Result<Principal, AuthError> {
+    if claims.get("token_use").and_then(Value::as_str) == Some(crate::mint::UPSTREAM_TOKEN_USE) {
+        return Err(AuthError::UpstreamToken);
+    }
     let subject = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(AuthError::BadClaim("sub")),

@@ -30,6 +30,29 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     pub routes: RouteTable,
     pub limits: Limits,
+    pub signing: Arc<crate::mint::Signing>,
+    pub permissions: Option<PermissionsConfig>,
+    /// Role name to the scopes it grants, from every policy file.
+    pub roles: Roles,
+}
+
+/// Role name to scopes.
+pub type Roles = HashMap<String, Vec<String>>;
+
+/// The permissions backend and its cache settings.
+#[derive(Debug, Clone)]
+pub struct PermissionsConfig {
+    pub backend: Arc<dyn crate::permissions::Backend>,
+    pub cache: crate::permissions::CacheConfig,
+}
+
+/// How effective scopes are computed from backend grants and the token's scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Grants ∩ token scopes: a token never gains a scope its holder did not consent to.
+    Intersect,
+    /// Grants alone, for IdPs that issue no API scopes.
+    Replace,
 }
 
 /// Listener addresses.
@@ -57,6 +80,7 @@ pub struct IssuerConfig {
     pub refresh_interval: Duration,
     pub unknown_kid_cooldown: Duration,
     pub fetch_timeout: Duration,
+    pub combine: Combine,
 }
 
 /// Where an issuer's keys come from.
@@ -86,6 +110,8 @@ pub struct UpstreamConfig {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// `aud` of tokens minted for this upstream.
+    pub audience: String,
 }
 
 /// Size and cache bounds.
@@ -93,6 +119,7 @@ pub struct UpstreamConfig {
 pub struct Limits {
     pub max_token_bytes: usize,
     pub token_cache_entries: u64,
+    pub mint_cache_entries: u64,
 }
 
 /// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
@@ -300,7 +327,13 @@ fn from_parsed(
     let limits = Limits {
         max_token_bytes: raw.limits.max_token_bytes.unwrap_or(8 * 1024),
         token_cache_entries: raw.limits.token_cache_entries.unwrap_or(10_000),
+        mint_cache_entries: raw.limits.mint_cache_entries.unwrap_or(10_000),
     };
+    let signing = signing(&mut check, base, &raw.signing);
+    let permissions = raw
+        .permissions
+        .as_ref()
+        .and_then(|p| permissions(&mut check, base, p));
     if raw.issuers.is_empty() {
         check.error(
             &[],
@@ -310,6 +343,7 @@ fn from_parsed(
     }
 
     let mut routes = Vec::new();
+    let mut roles = Roles::new();
     let mut origins: Vec<(PathBuf, Option<(usize, usize)>)> = Vec::new();
     for source in policies {
         let Some(policy) = parse::<raw::Policy>(source, check.errors) else {
@@ -320,8 +354,17 @@ fn from_parsed(
             locator: Locator::new(&source.text),
             errors: check.errors,
         };
+        for (name, scopes) in &policy.roles {
+            if roles.insert(name.clone(), scopes.clone()).is_some() {
+                pcheck.error(
+                    &[Step::Key("roles"), Step::Key(name)],
+                    format!("role `{name}` is defined in more than one policy file"),
+                    "define each role once; roles are shared by every policy file",
+                );
+            }
+        }
         for (i, r) in policy.routes.iter().enumerate() {
-            if let Some(route) = route(&mut pcheck, i, r, &upstreams) {
+            if let Some(route) = route(&mut pcheck, i, r, &upstreams, permissions.is_some()) {
                 origins.push((
                     source.path.clone(),
                     pcheck.locator.find(&[Step::Key("routes"), Step::Index(i)]),
@@ -365,14 +408,17 @@ fn from_parsed(
             None
         }
     };
-    match table {
-        Some(routes) if errors.is_empty() => Ok(Config {
+    match (table, signing) {
+        (Some(routes), Some(signing)) if errors.is_empty() => Ok(Config {
             listen,
             tls,
             issuers,
             upstreams,
             routes,
             limits,
+            signing: Arc::new(signing),
+            permissions,
+            roles,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -566,6 +612,10 @@ fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<Issuer
             raw.unknown_kid_cooldown.as_deref(),
             Duration::from_secs(30),
         ),
+        combine: match raw.combine {
+            None | Some(raw::Combine::Intersect) => Combine::Intersect,
+            Some(raw::Combine::Replace) => Combine::Replace,
+        },
         fetch_timeout: check.duration(
             &at("fetch_timeout"),
             raw.fetch_timeout.as_deref(),
@@ -651,6 +701,7 @@ fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<Up
             raw.timeout.as_deref(),
             Duration::from_secs(30),
         ),
+        audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
     })
 }
 
@@ -659,6 +710,7 @@ fn route(
     i: usize,
     raw: &raw::Route,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+    has_permissions: bool,
 ) -> Option<Route> {
     let at = |key: &'static str| [Step::Key("routes"), Step::Index(i), Step::Key(key)];
     let at_match = |key: &'static str| {
@@ -760,6 +812,51 @@ fn route(
             })
         }
     };
+    let organization = raw.organization.as_ref().and_then(|o| {
+        let source = organization(check, i, name, path, o);
+        ok &= source.is_some();
+        source
+    });
+    if organization.is_some() && !has_permissions {
+        check.error(
+            &at("organization"),
+            format!(
+                "route `{name}` resolves an organization, but no permissions backend is configured"
+            ),
+            "add `permissions:` to the server file (a `files` list or a `url`)",
+        );
+        ok = false;
+    }
+    if raw.public
+        && (raw.organization.is_some() || raw.condition.is_some() || raw.forward.is_some())
+    {
+        check.error(&at("public"), format!("route `{name}` is public but has `organization`, `condition` or `forward`"), "a public route has no caller to check or mint for; remove those keys or make the route require a token");
+        ok = false;
+    }
+    let condition = match raw
+        .condition
+        .as_deref()
+        .map(crate::condition::Condition::compile)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            check.error(
+                &at("condition"),
+                format!("route `{name}` condition does not compile: {e}"),
+                format!(
+                    "write a CEL expression over {}",
+                    crate::condition::VARIABLES.join(", ")
+                ),
+            );
+            ok = false;
+            None
+        }
+    };
+    let forward = raw
+        .forward
+        .as_ref()
+        .map_or_else(crate::mint::Forward::default, |f| forward(check, i, f));
     if !ok {
         return None;
     }
@@ -770,5 +867,300 @@ fn route(
         path: path.clone(),
         upstream: upstream?,
         access,
+        organization,
+        condition,
+        forward,
     })
+}
+
+fn organization(
+    check: &mut Check<'_>,
+    i: usize,
+    name: &str,
+    path: &str,
+    raw: &raw::Organization,
+) -> Option<crate::org::OrgSource> {
+    use crate::org::OrgSource;
+    let at = [
+        Step::Key("routes"),
+        Step::Index(i),
+        Step::Key("organization"),
+    ];
+    let hint = "write `{ from: path, param: org }`, `{ from: header, name: X-Org-Id }`, `{ from: query, param: org }`, `{ from: host }` or `{ from: claim, claim: org_id }`";
+    let source = match (raw.from, &raw.param, &raw.name, &raw.claim) {
+        (raw::OrgFrom::Path, Some(p), None, None) => {
+            if !path.contains(&format!("{{{p}}}")) {
+                check.error(&at, format!("route `{name}` takes its organization from path parameter `{p}`, which its path `{path}` does not have"), format!("add `{{{p}}}` to the path, or name one of its parameters"));
+                return None;
+            }
+            OrgSource::Path(p.clone())
+        }
+        (raw::OrgFrom::Query, Some(p), None, None) => OrgSource::Query(p.clone()),
+        (raw::OrgFrom::Header, None, Some(h), None) => {
+            match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(h) => OrgSource::Header(h),
+                Err(_) => {
+                    check.error(&at, format!("`{h}` is not a header name"), hint);
+                    return None;
+                }
+            }
+        }
+        (raw::OrgFrom::Host, None, None, None) => OrgSource::Host,
+        (raw::OrgFrom::Claim, None, None, Some(c)) => OrgSource::Claim(c.clone()),
+        _ => {
+            check.error(
+                &at,
+                format!("route `{name}` has an incomplete or mixed `organization`"),
+                hint,
+            );
+            return None;
+        }
+    };
+    Some(source)
+}
+
+fn forward(check: &mut Check<'_>, i: usize, raw: &raw::Forward) -> crate::mint::Forward {
+    use crate::mint::{Forward, ForwardScopes};
+    let at = |key: &'static str| {
+        [
+            Step::Key("routes"),
+            Step::Index(i),
+            Step::Key("forward"),
+            Step::Key(key),
+        ]
+    };
+    let defaults = Forward::default();
+    let scopes = match &raw.scopes {
+        None => defaults.scopes,
+        Some(raw::ForwardScopes::Keyword(k)) if k == "required" => ForwardScopes::Required,
+        Some(raw::ForwardScopes::Keyword(k)) if k == "effective" => ForwardScopes::Effective,
+        Some(raw::ForwardScopes::Keyword(k)) => {
+            check.error(
+                &at("scopes"),
+                format!("`{k}` is not a forward scope rule"),
+                "write `required`, `effective`, or a list of scopes",
+            );
+            defaults.scopes
+        }
+        Some(raw::ForwardScopes::List(l)) => ForwardScopes::List(l.clone()),
+    };
+    let ttl = check.duration(&at("ttl"), raw.ttl.as_deref(), defaults.ttl);
+    if ttl.is_zero() || ttl > Duration::from_secs(24 * 3600) {
+        check.error(
+            &at("ttl"),
+            "`ttl` must be between 1s and 24h",
+            "minted tokens are short-lived; 5m is a good default",
+        );
+    }
+    let claims = raw
+        .claims
+        .iter()
+        .map(|c| match c {
+            raw::ForwardClaim::Same(n) => (n.clone(), n.clone()),
+            raw::ForwardClaim::Renamed(r) => (r.from.clone(), r.to.clone()),
+        })
+        .collect::<Vec<_>>();
+    const RESERVED: &[&str] = &[
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "scope",
+        "client_id",
+        "org_id",
+        "token_use",
+        "act",
+    ];
+    for (_, to) in &claims {
+        if RESERVED.contains(&to.as_str()) {
+            check.error(
+                &at("claims"),
+                format!("a forwarded claim cannot be named `{to}`"),
+                format!(
+                    "scopegate sets {}; pick another name with `{{ from: ..., as: ... }}`",
+                    RESERVED.join(", ")
+                ),
+            );
+        }
+    }
+    Forward {
+        scopes,
+        ttl,
+        claims,
+    }
+}
+
+fn signing(check: &mut Check<'_>, base: &Path, raw: &raw::Signing) -> Option<crate::mint::Signing> {
+    let issuer = raw.issuer.trim_end_matches('/').to_string();
+    if !matches!(
+        issuer
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.scheme_str().map(str::to_string))
+            .as_deref(),
+        Some("https" | "http")
+    ) {
+        check.error(&[Step::Key("signing"), Step::Key("issuer")], format!("`{}` is not an http(s) URL", raw.issuer), "set scopegate's public base URL, like `https://gateway.example.com`; upstreams fetch its JWKS under it");
+        return None;
+    }
+    if raw.keys.is_empty() {
+        check.error(
+            &[Step::Key("signing"), Step::Key("keys")],
+            "no signing keys are configured",
+            "create one with `scopegate keygen --out keys` and list it here",
+        );
+        return None;
+    }
+    let mut keys = Vec::new();
+    let mut kids = std::collections::HashSet::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let at = |key: &'static str| {
+            [
+                Step::Key("signing"),
+                Step::Key("keys"),
+                Step::Index(i),
+                Step::Key(key),
+            ]
+        };
+        if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+            check.error(
+                &at("kid"),
+                format!("signing key id `{}` is empty or used twice", k.kid),
+                "give every key its own `kid`",
+            );
+            continue;
+        }
+        let alg = match crate::keys::signing_algorithm(k.alg.as_deref().unwrap_or("ES256")) {
+            Ok(a) => a,
+            Err(e) => {
+                check.error(&at("alg"), e.to_string(), "ES256 is the default");
+                continue;
+            }
+        };
+        let key = match (&k.file, k.generate) {
+            (Some(file), false) => {
+                let path = base.join(file);
+                match std::fs::read(&path) {
+                    Ok(pem) => {
+                        crate::keys::SigningKey::from_pem(k.kid.clone(), alg, &pem).map_err(|e| {
+                            (
+                                format!("`{}`: {e}", path.display()),
+                                "the file must hold a PKCS#8 PEM private key of the key's `alg`",
+                            )
+                        })
+                    }
+                    Err(e) => Err((
+                        format!("cannot read signing key file `{}`: {e}", path.display()),
+                        "create it with `scopegate keygen --out DIR`, or fix the path (relative to the server file)",
+                    )),
+                }
+            }
+            (None, true) => {
+                tracing::warn!(kid = %k.kid, "signing key generated at start: tokens it signs stop verifying when the process ends; use key files in production");
+                crate::keys::SigningKey::generate(k.kid.clone(), alg)
+                    .map_err(|e| (e.to_string(), "use a key file instead"))
+            }
+            _ => Err((
+                format!(
+                    "signing key `{}` needs exactly one of `file` and `generate: true`",
+                    k.kid
+                ),
+                "point `file` at a PEM key (see `scopegate keygen`); `generate: true` is for development only",
+            )),
+        };
+        match key {
+            Ok(key) => keys.push(key),
+            Err((message, hint)) => check.error(&at("file"), message, hint),
+        }
+    }
+    (keys.len() == raw.keys.len()).then_some(crate::mint::Signing { issuer, keys })
+}
+
+fn permissions(
+    check: &mut Check<'_>,
+    base: &Path,
+    raw: &raw::Permissions,
+) -> Option<PermissionsConfig> {
+    use crate::permissions::{CacheConfig, OnError};
+    let at = |key: &'static str| [Step::Key("permissions"), Step::Key(key)];
+    let timeout = check.duration(
+        &at("timeout"),
+        raw.timeout.as_deref(),
+        Duration::from_secs(2),
+    );
+    let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url) {
+        (Some(files), None) => {
+            let files = files.iter().map(|f| base.join(f)).collect();
+            match crate::permissions::file::FileBackend::load(files) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    check.error(
+                        &at("files"),
+                        format!("permissions data: {e}"),
+                        "fix the data file; see the README for its format",
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, Some(url)) => match url.parse::<Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("https"))
+                    || (u.scheme_str() == Some("http") && u.host().is_some()) =>
+            {
+                Arc::new(crate::permissions::http::HttpBackend::new(
+                    u,
+                    timeout,
+                    raw.max_concurrency.unwrap_or(64),
+                ))
+            }
+            _ => {
+                check.error(
+                    &at("url"),
+                    format!("`{url}` is not an http(s) URL"),
+                    "write the permissions API's URL, like `https://perms.internal/v1/check`",
+                );
+                return None;
+            }
+        },
+        _ => {
+            check.error(
+                &[Step::Key("permissions")],
+                "`permissions` needs exactly one of `files` and `url`",
+                "use `files: [data.yaml]` for the file backend or `url: ...` for the HTTP backend",
+            );
+            return None;
+        }
+    };
+    let on_error = match raw.on_error {
+        None | Some(raw::OnError::Deny) => OnError::Deny,
+        Some(raw::OnError::Stale) => OnError::Stale(check.duration(
+            &at("stale_for"),
+            raw.stale_for.as_deref(),
+            Duration::from_secs(300),
+        )),
+    };
+    let cache = CacheConfig {
+        entries: raw.cache_entries.unwrap_or(10_000),
+        default_ttl: check.duration(
+            &at("default_ttl"),
+            raw.default_ttl.as_deref(),
+            Duration::from_secs(60),
+        ),
+        max_ttl: check.duration(
+            &at("max_ttl"),
+            raw.max_ttl.as_deref(),
+            Duration::from_secs(300),
+        ),
+        negative_ttl: check.duration(
+            &at("negative_ttl"),
+            raw.negative_ttl.as_deref(),
+            Duration::from_secs(10),
+        ),
+        on_error,
+    };
+    Some(PermissionsConfig { backend, cache })
 }

@@ -21,6 +21,65 @@ pub(crate) struct Server {
     pub(crate) upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
     pub(crate) limits: Limits,
+    pub(crate) signing: Signing,
+    #[serde(default)]
+    pub(crate) permissions: Option<Permissions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Signing {
+    /// scopegate's own issuer URL (`iss` of minted tokens; discovery is served under it).
+    pub(crate) issuer: String,
+    pub(crate) keys: Vec<SigningKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SigningKey {
+    pub(crate) kid: String,
+    #[serde(default)]
+    pub(crate) alg: Option<String>,
+    /// A PKCS#8 PEM private key file.
+    #[serde(default)]
+    pub(crate) file: Option<String>,
+    /// Generate a key at start instead (development: tokens die with the process).
+    #[serde(default)]
+    pub(crate) generate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Permissions {
+    /// `file` backend: one or more YAML data files, merged.
+    #[serde(default)]
+    pub(crate) files: Option<Vec<String>>,
+    /// `http` backend: the permissions API.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
+    #[serde(default)]
+    pub(crate) timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) max_concurrency: Option<usize>,
+    #[serde(default)]
+    pub(crate) cache_entries: Option<u64>,
+    #[serde(default)]
+    pub(crate) default_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) max_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) negative_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) on_error: Option<OnError>,
+    #[serde(default)]
+    pub(crate) stale_for: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnError {
+    Deny,
+    Stale,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +120,15 @@ pub(crate) struct Issuer {
     pub(crate) unknown_kid_cooldown: Option<String>,
     #[serde(default)]
     pub(crate) fetch_timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) combine: Option<Combine>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Combine {
+    Intersect,
+    Replace,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +154,9 @@ pub(crate) struct Upstream {
     pub(crate) connect_timeout: Option<String>,
     #[serde(default)]
     pub(crate) timeout: Option<String>,
+    /// `aud` of the tokens minted for this upstream (default: the upstream's name).
+    #[serde(default)]
+    pub(crate) audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,12 +166,17 @@ pub(crate) struct Limits {
     pub(crate) max_token_bytes: Option<usize>,
     #[serde(default)]
     pub(crate) token_cache_entries: Option<u64>,
+    #[serde(default)]
+    pub(crate) mint_cache_entries: Option<u64>,
 }
 
 /// One `policies/*.yaml` file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Policy {
+    /// Role name to the scopes it grants.
+    #[serde(default)]
+    pub(crate) roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
 }
@@ -116,6 +192,72 @@ pub(crate) struct Route {
     pub(crate) public: bool,
     #[serde(default)]
     pub(crate) require: Option<Require>,
+    #[serde(default)]
+    pub(crate) organization: Option<Organization>,
+    /// A CEL expression that must be true.
+    #[serde(default)]
+    pub(crate) condition: Option<String>,
+    #[serde(default)]
+    pub(crate) forward: Option<Forward>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Organization {
+    pub(crate) from: OrgFrom,
+    /// Path or query parameter name.
+    #[serde(default)]
+    pub(crate) param: Option<String>,
+    /// Header name.
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// Token claim name.
+    #[serde(default)]
+    pub(crate) claim: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OrgFrom {
+    Path,
+    Header,
+    Query,
+    Host,
+    Claim,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Forward {
+    #[serde(default)]
+    pub(crate) scopes: Option<ForwardScopes>,
+    #[serde(default)]
+    pub(crate) ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) claims: Vec<ForwardClaim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ForwardScopes {
+    /// `required` or `effective`.
+    Keyword(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ForwardClaim {
+    Same(String),
+    Renamed(RenamedClaim),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenamedClaim {
+    pub(crate) from: String,
+    #[serde(rename = "as")]
+    pub(crate) to: String,
 }
 
 #[derive(Debug, Deserialize)]

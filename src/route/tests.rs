@@ -19,8 +19,12 @@ fn route(name: &str, method: Option<Method>, host: Option<&str>, path: &str) -> 
             prefix: String::new(),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            audience: "u".into(),
         }),
         access: Access::Public,
+        organization: None,
+        condition: None,
+        forward: Default::default(),
     })
 }
 

@@ -49,7 +49,7 @@ async fn not_ready_while_an_issuer_has_no_keys() {
     let server = scopegate::config::Source {
         path: "s.yaml".into(),
         text: format!(
-            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [p.yaml]\nissuers:\n  t: {{ issuer: x, jwks_url: \"{}\", audiences: [api] }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:1\" }}\n",
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [p.yaml]\nissuers:\n  t: {{ issuer: x, jwks_url: \"{}\", audiences: [api] }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:1\" }}\nsigning: {{ issuer: \"http://x\", keys: [{{ kid: k, generate: true }}] }}\n",
             issuer.jwks_url()
         ),
     };

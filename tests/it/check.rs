@@ -5,26 +5,88 @@ use crate::util::{repo, scopegate};
 
 #[test]
 fn the_example_config_and_every_shipped_policy_pass() {
-    let config = repo().join("deploy/scopegate.yaml");
-    let (ok, out, err) = scopegate(&["check", "--config", config.to_str().unwrap()]);
+    // The example expects its key from a Kubernetes Secret; make one with `keygen` and point a
+    // copy of the example at it (and at the repository's policies).
+    let dir = tempdir("deploy");
+    let (ok, out, err) = scopegate(&[
+        "keygen",
+        "--alg",
+        "ES256",
+        "--kid",
+        "scopegate-1",
+        "--out",
+        dir.join("keys").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kid: scopegate-1"), "{out}");
+    let example = std::fs::read_to_string(repo().join("deploy/scopegate.yaml")).unwrap();
+    let policies = repo().join("policies");
+    let copy = example
+        .replace("/etc/scopegate/keys/", &format!("{}/keys/", dir.display()))
+        .replace("../policies", policies.to_str().unwrap());
+    let server = dir.join("scopegate.yaml");
+    std::fs::write(&server, copy).unwrap();
+    let (ok, out, err) = scopegate(&["check", "--config", server.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains(": ok ("), "{out}");
 
     // Each policy file on its own, too.
-    let dir = tempdir("policies");
-    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+    for entry in std::fs::read_dir(&policies).unwrap() {
         let policy = entry.unwrap().path();
-        let server = dir.join("scopegate.yaml");
+        if policy.is_dir() {
+            continue;
+        }
+        let server = dir.join("one.yaml");
         std::fs::write(
             &server,
             format!(
-                "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [\"{}\"]\nissuers:\n  corp: {{ issuer: \"https://idp.example.com/\", jwks_url: \"https://idp.example.com/jwks\", audiences: [api] }}\nupstreams:\n  demo: {{ url: \"http://127.0.0.1:3000\" }}\n",
-                policy.display()
+                "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [\"{}\"]\n\
+                 signing: {{ issuer: \"https://gw.example.com\", keys: [{{ kid: k, file: keys/scopegate-1.pem }}] }}\n\
+                 permissions: {{ files: [\"{data}/builds.yaml\", \"{data}/organizations.yaml\", \"{data}/countries.yaml\"] }}\n\
+                 issuers:\n  corp: {{ issuer: \"https://idp.example.com/\", jwks_url: \"https://idp.example.com/jwks\", audiences: [api] }}\n\
+                 upstreams:\n  demo: {{ url: \"http://127.0.0.1:3000\" }}\n  builds-api: {{ url: \"http://127.0.0.1:3000\" }}\n\
+                 \x20 projects-api: {{ url: \"http://127.0.0.1:3000\" }}\n  shipments-api: {{ url: \"http://127.0.0.1:3000\" }}\n",
+                policy.display(),
+                data = policies.join("data").display(),
             ),
         )
         .unwrap();
         let (ok, _, err) = scopegate(&["check", "--config", server.to_str().unwrap()]);
         assert!(ok, "{}: {err}", policy.display());
+    }
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_a_key() {
+    let dir = tempdir("keygen");
+    let out = dir.join("k");
+    let args = [
+        "keygen",
+        "--alg",
+        "EdDSA",
+        "--kid",
+        "ed-1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    assert!(scopegate(&args).0);
+    let (ok, _, err) = scopegate(&args);
+    assert!(!ok);
+    assert!(err.contains("cannot create"), "{err}");
+    let pem = std::fs::read_to_string(out.join("ed-1.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("ed-1.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the private key is readable by its owner only"
+        );
     }
 }
 

@@ -106,8 +106,17 @@ async fn hop_by_hop_and_owned_headers_are_stripped_and_forwarded_headers_set() {
         h.echo.to_string(),
         "Host is the upstream's"
     );
-    // In this issue the original token is forwarded unchanged.
-    assert_eq!(headers["authorization"], bearer.as_str());
+    // The caller's token never reaches the upstream: a minted one replaces it, and the upstream
+    // verified it through scopegate's discovery document.
+    assert_ne!(headers["authorization"], bearer.as_str());
+    let echo = a.json();
+    assert_eq!(echo["token_verified"], true, "{}", echo["token_error"]);
+    assert_eq!(echo["token_header"]["typ"], "at+jwt");
+    assert_eq!(echo["token_claims"]["sub"], "alice");
+    assert_eq!(echo["token_claims"]["scope"], "read:builds");
+    assert_eq!(echo["token_claims"]["aud"], "echo");
+    assert_eq!(echo["token_claims"]["client_id"], "cli");
+    assert_eq!(echo["token_claims"]["token_use"], "upstream");
 }
 
 #[tokio::test]

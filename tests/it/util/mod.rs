@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -74,6 +74,14 @@ pub struct Options {
     pub discovery: bool,
     pub limits: String,
     pub cooldown: &'static str,
+    /// Extra top-level YAML for the server file (`permissions:`, more upstreams...).
+    pub server_extra: String,
+    /// Extra policy files: (name, text).
+    pub more_policies: Vec<(String, String)>,
+    /// Folder that relative paths in the server file (data files, key files) resolve from.
+    pub base: PathBuf,
+    /// The `signing:` block; default: one generated ES256 key.
+    pub signing: Option<String>,
 }
 
 impl Default for Options {
@@ -84,6 +92,10 @@ impl Default for Options {
             discovery: false,
             limits: String::new(),
             cooldown: "30s",
+            server_extra: String::new(),
+            more_policies: Vec::new(),
+            base: repo(),
+            signing: None,
         }
     }
 }
@@ -113,16 +125,33 @@ impl Harness {
         ] {
             issuer.add_key(kid, alg).unwrap();
         }
-        let echo = scopegate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped)
-            .await
-            .unwrap();
+        // The gateway's port is picked first, so the upstream can verify every token it gets
+        // through the gateway's discovery document.
+        let proxy = closed_port();
+        let discovery = format!("http://{proxy}/.well-known/openid-configuration")
+            .parse()
+            .ok();
+        let echo = scopegate::echo::start_verifying(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            stopped,
+            discovery,
+        )
+        .await
+        .unwrap();
+        let mut policies = vec![Source {
+            path: PathBuf::from("policy.yaml"),
+            text: options.policy.clone(),
+        }];
+        for (name, text) in &options.more_policies {
+            policies.push(Source {
+                path: PathBuf::from(name),
+                text: text.clone(),
+            });
+        }
         let config = config::from_sources(
-            &server_source(&issuer, echo, &options),
-            Path::new("."),
-            &[Source {
-                path: PathBuf::from("policy.yaml"),
-                text: options.policy.clone(),
-            }],
+            &server_source(&issuer, echo, proxy, &options),
+            &options.base,
+            &policies,
         )
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let gateway = scopegate::serve::start(config).await.unwrap();
@@ -178,7 +207,7 @@ impl Harness {
     }
 }
 
-fn server_source(issuer: &DevIssuer, echo: SocketAddr, o: &Options) -> Source {
+fn server_source(issuer: &DevIssuer, echo: SocketAddr, proxy: SocketAddr, o: &Options) -> Source {
     let keys = if o.discovery {
         format!("discovery_url: {}", issuer.discovery_url())
     } else {
@@ -186,8 +215,10 @@ fn server_source(issuer: &DevIssuer, echo: SocketAddr, o: &Options) -> Source {
     };
     let text = format!(
         r#"
-listen: {{ proxy: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+listen: {{ proxy: "{proxy}", admin: "127.0.0.1:0" }}
 policies: [policy.yaml]
+{signing}
+{server_extra}
 issuers:
   test:
     issuer: {iss}
@@ -201,8 +232,15 @@ upstreams:
   echo: {{ url: "http://{echo}", timeout: 5s }}
   closed: {{ url: "http://{closed}" }}
   slow: {{ url: "http://{echo}", timeout: 300ms }}
+  builds-api: {{ url: "http://{echo}", audience: "https://builds.example.com" }}
+  projects-api: {{ url: "http://{echo}", audience: "https://projects.example.com" }}
+  shipments-api: {{ url: "http://{echo}", audience: "https://shipments.example.com" }}
 {limits}
 "#,
+        signing = o.signing.clone().unwrap_or_else(|| format!(
+            "signing: {{ issuer: \"http://{proxy}\", keys: [{{ kid: sg-1, generate: true }}] }}"
+        )),
+        server_extra = o.server_extra,
         iss = issuer.url,
         cooldown = o.cooldown,
         extra = o.issuer_extra,

@@ -1,0 +1,100 @@
+//! Route conditions: CEL expressions compiled once at load and evaluated per request over the
+//! request's facts. Anything but a boolean `true` denies.
+//!
+//! Variables: `params` (path parameters), `org` (string or null), `token` (the verified token's
+//! claims), `claims` (the permissions backend's claims for this organization), `scopes` (the
+//! effective scopes), `method` and `path` (normalized).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// The variables a condition may use; anything else is a configuration error.
+pub const VARIABLES: &[&str] = &[
+    "params", "org", "token", "claims", "scopes", "method", "path",
+];
+
+/// A compiled condition.
+#[derive(Clone)]
+pub struct Condition {
+    source: String,
+    program: Arc<cel::Program>,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+/// What a condition sees.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub params: &'a [(&'a str, &'a str)],
+    pub org: Option<&'a str>,
+    pub token: &'a Map<String, Value>,
+    pub claims: &'a Map<String, Value>,
+    pub scopes: &'a [String],
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+impl Condition {
+    /// Compiles `source`, refusing unknown variables.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
+        let references = program.references();
+        let unknown: Vec<&str> = references
+            .variables()
+            .into_iter()
+            .filter(|v| !VARIABLES.contains(v))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown variable(s) {}",
+                unknown
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(Self {
+            source: source.to_string(),
+            program: Arc::new(program),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the condition: `Ok(true)` allows; `Ok(false)` or an error denies.
+    pub fn evaluate(&self, facts: &Facts<'_>) -> Result<bool, String> {
+        let mut context = cel::Context::default();
+        let params: BTreeMap<&str, &str> = facts.params.iter().copied().collect();
+        bind(&mut context, "params", &params)?;
+        bind(&mut context, "org", &facts.org)?;
+        bind(&mut context, "token", facts.token)?;
+        bind(&mut context, "claims", facts.claims)?;
+        bind(&mut context, "scopes", &facts.scopes)?;
+        bind(&mut context, "method", &facts.method)?;
+        bind(&mut context, "path", &facts.path)?;
+        match self.program.execute(&context) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the condition returned {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn bind<T: serde::Serialize>(
+    context: &mut cel::Context<'_, '_>,
+    name: &str,
+    value: &T,
+) -> Result<(), String> {
+    context
+        .add_variable(name.to_string(), value)
+        .map_err(|e| e.to_string())
+}

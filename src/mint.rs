@@ -1,0 +1,283 @@
+//! Minting: the down-scoped JWT scopegate forwards in place of the caller's token (RFC 9068
+//! profile, `typ: at+jwt`), and scopegate's own issuer documents (JWKS, OIDC discovery).
+//!
+//! `exp` is the earlier of the caller's `exp` and now + the route's ttl: proxy mode never extends
+//! a lifetime. Minted tokens are cached per (signing kid, issuer, subject, client, organization,
+//! audience, scopes, claims, parent `exp`) and reused until half their lifetime is gone; a new
+//! signing key changes the key, so rotation retires the old key's cached tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::keys::SigningKey;
+use crate::metrics::Metrics;
+use crate::verify::{Principal, unix_now};
+
+/// The `token_use` claim of tokens minted for upstreams. scopegate never accepts such a token
+/// back at its front door: a leaked upstream token must not open it.
+pub const UPSTREAM_TOKEN_USE: &str = "upstream";
+
+/// Which scopes a route forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardScopes {
+    /// The route's required scopes (for an any-of rule, those the caller has).
+    Required,
+    /// Every effective scope in the organization.
+    Effective,
+    /// This list, intersected with the effective scopes.
+    List(Vec<String>),
+}
+
+/// What a route forwards upstream.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub scopes: ForwardScopes,
+    pub ttl: Duration,
+    /// Backend claims to copy: (backend name, minted name).
+    pub claims: Vec<(String, String)>,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Self {
+            scopes: ForwardScopes::Required,
+            ttl: Duration::from_secs(300),
+            claims: Vec::new(),
+        }
+    }
+}
+
+/// scopegate's issuer identity and keys.
+#[derive(Debug)]
+pub struct Signing {
+    /// `iss` of minted tokens, without a trailing `/`.
+    pub issuer: String,
+    /// The first key signs; all are published.
+    pub keys: Vec<SigningKey>,
+}
+
+impl Signing {
+    /// The path part of the issuer URL, where the issuer documents are served under.
+    fn base_path(&self) -> &str {
+        let after_scheme = self
+            .issuer
+            .split_once("://")
+            .map_or(self.issuer.as_str(), |(_, r)| r);
+        after_scheme.find('/').map_or("", |i| &after_scheme[i..])
+    }
+
+    pub fn jwks_path(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.base_path())
+    }
+
+    pub fn discovery_path(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.base_path())
+    }
+
+    /// The JWKS document with every configured key.
+    pub fn jwks(&self) -> Value {
+        crate::keys::jwks(&self.keys)
+    }
+
+    /// The OIDC discovery document: what standard JWT authorizers read to trust scopegate.
+    pub fn discovery(&self) -> Value {
+        let mut algs: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| crate::keys::alg_name(k.alg))
+            .collect();
+        algs.dedup();
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/.well-known/jwks.json", self.issuer),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "org_id", "token_use"],
+        })
+    }
+}
+
+/// One token to mint.
+#[derive(Debug)]
+pub struct MintRequest<'a> {
+    pub principal: &'a Principal,
+    pub organization: Option<&'a str>,
+    pub audience: &'a str,
+    /// Sorted, deduplicated.
+    pub scopes: &'a [String],
+    pub claims: Map<String, Value>,
+    pub ttl: Duration,
+}
+
+/// A minted token.
+#[derive(Debug)]
+pub struct Minted {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+/// Why a token could not be minted (500: a server-side fault, never an open door).
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The caller's token has no lifetime left to give.
+    #[error("the caller's token has no lifetime left")]
+    Expired,
+    /// The crypto library refused to sign.
+    #[error("signing failed")]
+    Sign,
+}
+
+type Key = [u8; 32];
+
+struct HalfLife;
+
+impl moka::Expiry<Key, Arc<(Minted, Instant, Duration)>> for HalfLife {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        value: &Arc<(Minted, Instant, Duration)>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.2 / 2)
+    }
+}
+
+/// Signs and caches down-scoped tokens.
+pub struct Minter {
+    signing: Arc<Signing>,
+    cache: moka::sync::Cache<Key, Arc<(Minted, Instant, Duration)>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("issuer", &self.signing.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Minter {
+    pub fn new(signing: Arc<Signing>, cache_entries: u64, metrics: Metrics) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(cache_entries)
+            .expire_after(HalfLife)
+            .build();
+        Self {
+            signing,
+            cache,
+            metrics,
+        }
+    }
+
+    pub fn signing(&self) -> &Arc<Signing> {
+        &self.signing
+    }
+
+    /// A token for `request`, from the cache while it has half its lifetime left.
+    pub fn mint(
+        &self,
+        request: &MintRequest<'_>,
+    ) -> Result<Arc<(Minted, Instant, Duration)>, MintError> {
+        let key_in_use = self.signing.keys.first().ok_or(MintError::Sign)?;
+        let now = unix_now();
+        let exp = request
+            .principal
+            .expires_at
+            .min(now + request.ttl.as_secs());
+        if exp <= now {
+            return Err(MintError::Expired);
+        }
+        let client_id = client_id(request.principal);
+        let cache_key = cache_key(&key_in_use.kid, request, client_id);
+        if let Some(hit) = self.cache.get(&cache_key) {
+            self.metrics.mint_cache_hits.inc();
+            return Ok(hit);
+        }
+        let jti = random_id().ok_or(MintError::Sign)?;
+        let mut claims = request.claims.clone();
+        claims.insert("iss".into(), Value::String(self.signing.issuer.clone()));
+        claims.insert(
+            "sub".into(),
+            Value::String(request.principal.subject.clone()),
+        );
+        claims.insert("aud".into(), Value::String(request.audience.to_string()));
+        claims.insert("scope".into(), Value::String(request.scopes.join(" ")));
+        if let Some(c) = client_id {
+            claims.insert("client_id".into(), Value::String(c.to_string()));
+        }
+        if let Some(org) = request.organization {
+            claims.insert("org_id".into(), Value::String(org.to_string()));
+        }
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(exp));
+        claims.insert("jti".into(), Value::String(jti.clone()));
+        claims.insert("token_use".into(), Value::String(UPSTREAM_TOKEN_USE.into()));
+        let token = key_in_use
+            .sign("at+jwt", &claims)
+            .map_err(|_| MintError::Sign)?;
+        self.metrics.tokens_minted.inc();
+        let minted = Arc::new((
+            Minted {
+                token,
+                jti,
+                expires_at: exp,
+            },
+            Instant::now(),
+            Duration::from_secs(exp - now),
+        ));
+        self.cache.insert(cache_key, minted.clone());
+        Ok(minted)
+    }
+
+    /// Entries in the mint cache (after pending maintenance).
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// The caller's client: `azp`, else `client_id`.
+pub fn client_id(p: &Principal) -> Option<&str> {
+    p.claims
+        .get("azp")
+        .or_else(|| p.claims.get("client_id"))
+        .and_then(Value::as_str)
+}
+
+fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Key {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let claims = Value::Object(r.claims.clone()).to_string();
+    // The caller's `exp`, not the minted one: a reused token was capped by this same value.
+    let exp = r.principal.expires_at.to_string();
+    // Each field is length-prefixed so no two different requests hash the same input.
+    for field in [
+        kid,
+        &r.principal.issuer.issuer,
+        &r.principal.subject,
+        client_id.unwrap_or(""),
+        r.organization.unwrap_or(""),
+        r.audience,
+        &r.scopes.join(" "),
+        &claims,
+        &exp,
+    ] {
+        ctx.update(&(field.len() as u64).to_be_bytes());
+        ctx.update(field.as_bytes());
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// 128 random bits, hex; `None` if the system RNG fails.
+pub fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

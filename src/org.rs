@@ -1,0 +1,115 @@
+//! Organization (tenant) resolution: where a route finds the organization a request acts in.
+//! The value is checked to be a plain identifier, so it can key caches and backend calls safely.
+
+use http::request::Parts;
+
+use crate::verify::Principal;
+
+/// Where a route's organization comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgSource {
+    /// A path parameter of the route's template.
+    Path(String),
+    /// A request header.
+    Header(http::HeaderName),
+    /// A query parameter.
+    Query(String),
+    /// The first label of the request's host (`acme.api.example.com` is `acme`).
+    Host,
+    /// A string claim of the verified token.
+    Claim(String),
+}
+
+/// Why no organization could be resolved (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrgError {
+    /// The source holds nothing.
+    #[error("the request names no organization ({0})")]
+    Missing(String),
+    /// The value is not a plain identifier.
+    #[error("the organization is not a valid identifier ({0})")]
+    Invalid(String),
+}
+
+/// The most an organization identifier may weigh.
+const MAX_ORG_BYTES: usize = 128;
+
+impl OrgSource {
+    fn describe(&self) -> String {
+        match self {
+            OrgSource::Path(p) => format!("path parameter `{p}`"),
+            OrgSource::Header(h) => format!("header `{h}`"),
+            OrgSource::Query(q) => format!("query parameter `{q}`"),
+            OrgSource::Host => "host".to_string(),
+            OrgSource::Claim(c) => format!("token claim `{c}`"),
+        }
+    }
+
+    /// The organization of a request.
+    pub fn resolve(
+        &self,
+        parts: &Parts,
+        host: Option<&str>,
+        params: &[(&str, &str)],
+        principal: Option<&Principal>,
+    ) -> Result<String, OrgError> {
+        let value: Option<String> = match self {
+            OrgSource::Path(name) => params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| (*v).to_string()),
+            OrgSource::Header(name) => {
+                let mut values = parts.headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(v), None) => v.to_str().ok().map(str::to_string),
+                    (Some(_), Some(_)) => {
+                        return Err(OrgError::Invalid(format!(
+                            "{} appears more than once",
+                            self.describe()
+                        )));
+                    }
+                    _ => None,
+                }
+            }
+            OrgSource::Query(name) => {
+                let mut found = parts
+                    .uri
+                    .query()
+                    .into_iter()
+                    .flat_map(|q| q.split('&'))
+                    .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v.to_string());
+                let first = found.next();
+                if found.next().is_some() {
+                    return Err(OrgError::Invalid(format!(
+                        "{} appears more than once",
+                        self.describe()
+                    )));
+                }
+                first
+            }
+            OrgSource::Host => host
+                .and_then(|h| h.split('.').next())
+                .filter(|_| host.is_some_and(|h| h.contains('.')))
+                .map(str::to_string),
+            OrgSource::Claim(name) => principal
+                .and_then(|p| p.claims.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        };
+        match value {
+            None => Err(OrgError::Missing(self.describe())),
+            Some(v) if v.is_empty() => Err(OrgError::Missing(self.describe())),
+            Some(v)
+                if v.len() > MAX_ORG_BYTES
+                    || !v.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':')
+                    }) =>
+            {
+                Err(OrgError::Invalid(self.describe()))
+            }
+            Some(v) => Ok(v),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! What a subject may do in an organization, from a permissions backend, behind a cache.
+//!
+//! The cache is keyed by (issuer, subject, organization), bounded in entries, kept for the TTL
+//! the backend gives (capped), with "not a member" answers kept for a shorter time. Concurrent
+//! misses for one key share one backend call (moka's `try_get_with`). When the backend fails,
+//! `on_error: stale` serves the last good answer up to `stale_for`, else the request gets 503.
+
+pub mod file;
+pub mod http;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::metrics::Metrics;
+
+/// What a backend grants a member.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+}
+
+/// A backend's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Membership {
+    Member(Grants),
+    /// Not a member of the organization.
+    NotMember,
+}
+
+/// An answer with how long the backend says it may be cached (`None`: the default).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub membership: Membership,
+    pub ttl: Option<Duration>,
+}
+
+/// Who is asking about which organization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Query {
+    pub issuer: String,
+    pub subject: String,
+    pub organization: String,
+    pub client_id: Option<String>,
+}
+
+/// Why the backend could not answer (the request gets 503 unless a stale answer is served).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// No answer in time.
+    #[error("the permissions backend timed out")]
+    Timeout,
+    /// Connection failure, bad status or bad body.
+    #[error("the permissions backend failed: {0}")]
+    Failed(String),
+}
+
+/// A boxed future, so backends can be chosen at run time.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A source of permissions.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// What `query.subject` may do in `query.organization`.
+    fn lookup<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Answer, BackendError>>;
+
+    /// Re-reads the backend's source if it changed; `Ok(true)` when it did. Polled periodically.
+    fn reload(&self) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+/// What to do when the backend fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Deny,
+    /// Serve the last good answer while it is younger than this.
+    Stale(Duration),
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub entries: u64,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub on_error: OnError,
+}
+
+#[derive(Debug)]
+struct Entry {
+    membership: Arc<Membership>,
+    ttl: Duration,
+    fetched: Instant,
+}
+
+struct EntryTtl;
+
+impl moka::Expiry<Query, Arc<Entry>> for EntryTtl {
+    fn expire_after_create(&self, _: &Query, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The cached, coalescing front of a backend.
+#[derive(Debug)]
+pub struct Permissions {
+    backend: Arc<dyn Backend>,
+    config: CacheConfig,
+    fresh: moka::future::Cache<Query, Arc<Entry>>,
+    /// Last good answers, for `on_error: stale`.
+    stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+    metrics: Metrics,
+}
+
+/// A lookup's result, with where it came from.
+#[derive(Debug)]
+pub struct Looked {
+    pub membership: Arc<Membership>,
+    /// Served from the stale store because the backend failed.
+    pub stale: bool,
+}
+
+impl Permissions {
+    pub fn new(backend: Arc<dyn Backend>, config: CacheConfig, metrics: Metrics) -> Self {
+        let fresh = moka::future::Cache::builder()
+            .max_capacity(config.entries)
+            .expire_after(EntryTtl)
+            .build();
+        let stale = match config.on_error {
+            OnError::Stale(age) => Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(config.entries)
+                    .time_to_live(age)
+                    .build(),
+            ),
+            OnError::Deny => None,
+        };
+        Self {
+            backend,
+            config,
+            fresh,
+            stale,
+            metrics,
+        }
+    }
+
+    /// The membership of `query`, from cache or the backend.
+    pub async fn lookup(&self, query: &Query) -> Result<Looked, BackendError> {
+        if let Some(entry) = self.fresh.get(query).await {
+            self.metrics
+                .permissions_lookups
+                .with_label_values(&["hit"])
+                .inc();
+            return Ok(Looked {
+                membership: entry.membership.clone(),
+                stale: false,
+            });
+        }
+        let mut called = false;
+        let result = self
+            .fresh
+            .try_get_with_by_ref(query, async {
+                called = true;
+                let started = Instant::now();
+                let answer = self.backend.lookup(query).await;
+                self.metrics
+                    .permissions_backend_duration
+                    .observe(started.elapsed().as_secs_f64());
+                let answer = answer?;
+                let ttl = match answer.membership {
+                    Membership::NotMember => self.config.negative_ttl,
+                    Membership::Member(_) => answer
+                        .ttl
+                        .unwrap_or(self.config.default_ttl)
+                        .min(self.config.max_ttl),
+                };
+                let entry = Arc::new(Entry {
+                    membership: Arc::new(answer.membership),
+                    ttl,
+                    fetched: Instant::now(),
+                });
+                if let Some(stale) = &self.stale {
+                    stale.insert(query.clone(), entry.clone());
+                }
+                Ok::<_, BackendError>(entry)
+            })
+            .await;
+        let outcome = if called { "miss" } else { "coalesced" };
+        self.metrics
+            .permissions_lookups
+            .with_label_values(&[outcome])
+            .inc();
+        match result {
+            Ok(entry) => Ok(Looked {
+                membership: entry.membership.clone(),
+                stale: false,
+            }),
+            Err(e) => {
+                if called {
+                    self.metrics.permissions_backend_errors.inc();
+                }
+                let fallback = self
+                    .stale
+                    .as_ref()
+                    .and_then(|s| s.get(query))
+                    .filter(|entry| match self.config.on_error {
+                        OnError::Stale(age) => entry.fetched.elapsed() <= age,
+                        OnError::Deny => false,
+                    });
+                match fallback {
+                    Some(entry) => {
+                        tracing::warn!(organization = %query.organization, error = %e, "permissions backend failed; serving a stale answer");
+                        Ok(Looked {
+                            membership: entry.membership.clone(),
+                            stale: true,
+                        })
+                    }
+                    None => Err((*e).clone()),
+                }
+            }
+        }
+    }
+
+    /// Polls the backend's source for changes every `every`, dropping cached answers on change.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let Some(p) = this.upgrade() else { return };
+                match p.backend.reload() {
+                    Ok(true) => {
+                        p.fresh.invalidate_all();
+                        if let Some(s) = &p.stale {
+                            s.invalidate_all();
+                        }
+                        tracing::info!("permissions data reloaded");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "permissions data is invalid; keeping the last good data")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Entries in the cache (after pending maintenance).
+    pub async fn cached_entries(&self) -> u64 {
+        self.fresh.run_pending_tasks().await;
+        self.fresh.entry_count()
+    }
+}
