@@ -19,3 +19,5 @@ mod check;
 mod dev;
 mod forward;
 mod paths;
+mod permissions;
+mod scenarios;

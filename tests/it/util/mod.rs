@@ -7,6 +7,8 @@
     reason = "each test module uses a different subset of the helpers"
 )]
 
+pub mod perms;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,6 +196,22 @@ impl Harness {
         self.sign("ec", &self.claims(scope))
     }
 
+    /// Sends `method path` with `token` and extra headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let bearer = format!("Bearer {token}");
+        let mut all = vec![("authorization", bearer.as_str())];
+        all.extend_from_slice(headers);
+        self.client
+            .send(method, &self.url(path), &all, Bytes::new())
+            .await
+    }
+
     /// GET `path` with `token` as bearer.
     pub async fn get(&self, path: &str, token: &str) -> Answer {
         self.client
@@ -250,6 +268,24 @@ upstreams:
     Source {
         path: PathBuf::from("scopegate.yaml"),
         text,
+    }
+}
+
+/// Options for a gateway running the repository's scenario policies with the file backend.
+pub fn scenario(policies: &[&str]) -> Options {
+    let more = policies
+        .iter()
+        .map(|p| {
+            (
+                format!("policies/{p}"),
+                std::fs::read_to_string(repo().join("policies").join(p)).unwrap(),
+            )
+        })
+        .collect();
+    Options {
+        more_policies: more,
+        server_extra: "permissions: { files: [policies/data/builds.yaml, policies/data/organizations.yaml, policies/data/countries.yaml] }".into(),
+        ..Options::default()
     }
 }
 

@@ -1,0 +1,225 @@
+//! The permissions backends behind their cache: coalescing, bounds, failures, hot reload.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::util::perms::PermsApi;
+use crate::util::{Harness, Options, scenario};
+
+fn http_backend(api: &PermsApi, extra: &str) -> Options {
+    let mut o = scenario(&["organizations.yaml"]);
+    o.server_extra = format!(
+        "permissions: {{ url: \"{}\", timeout: 500ms{extra} }}",
+        api.url
+    );
+    o
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_make_one_backend_call() {
+    let api = PermsApi::start().await;
+    api.set_delay(Duration::from_millis(200));
+    let h = Harness::with(http_backend(&api, "")).await;
+    let token = h.token("read:projects");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, url, bearer) = (
+                h.client.clone(),
+                h.url("/orgs/acme/projects"),
+                format!("Bearer {token}"),
+            );
+            tokio::spawn(async move {
+                client
+                    .send(
+                        Method::GET,
+                        &url,
+                        &[("authorization", &bearer)],
+                        Default::default(),
+                    )
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        api.calls(),
+        1,
+        "100 concurrent requests for one (subject, org) share one backend call"
+    );
+    let metrics = String::from_utf8_lossy(&h.admin_get("/metrics").await.body).into_owned();
+    assert!(
+        metrics.contains(r#"scopegate_permissions_lookups_total{result="miss"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn not_a_member_answers_are_cached_briefly() {
+    let api = PermsApi::start().await;
+    let h = Harness::with(http_backend(&api, ", negative_ttl: 300ms")).await;
+    let token = h.token("read:projects");
+    for _ in 0..3 {
+        assert_eq!(
+            h.get("/orgs/initech/projects", &token).await.code(),
+            "not_member"
+        );
+    }
+    assert_eq!(api.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        h.get("/orgs/initech/projects", &token).await.code(),
+        "not_member"
+    );
+    assert_eq!(api.calls(), 2, "the negative answer expired");
+}
+
+#[tokio::test]
+async fn backend_down_with_deny_is_503_with_retry_after() {
+    let api = PermsApi::start().await;
+    api.set_down(true);
+    let h = Harness::with(http_backend(&api, "")).await;
+    let a = h
+        .get("/orgs/acme/projects", &h.token("read:projects"))
+        .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.code(), "permissions_unavailable");
+    assert_eq!(a.header("retry-after"), "5");
+}
+
+#[tokio::test]
+async fn backend_down_with_stale_serves_the_last_answer_up_to_the_bound() {
+    let api = PermsApi::start().await;
+    let h = Harness::with(http_backend(
+        &api,
+        ", max_ttl: 100ms, on_error: stale, stale_for: 1500ms",
+    ))
+    .await;
+    let token = h.token("read:projects");
+    assert_eq!(
+        h.get("/orgs/acme/projects", &token).await.status,
+        StatusCode::OK
+    );
+    api.set_down(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = h.get("/orgs/acme/projects", &token).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "served stale while the backend is down"
+    );
+    assert!(
+        api.calls() >= 2,
+        "the fresh entry had expired, so the backend was tried"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = h.get("/orgs/acme/projects", &token).await;
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too old to serve"
+    );
+    // A key never seen is denied at once.
+    assert_eq!(
+        h.get("/orgs/globex/projects", &token).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_backend_slower_than_the_timeout_is_503() {
+    let api = PermsApi::start().await;
+    api.set_delay(Duration::from_millis(1500));
+    let h = Harness::with(http_backend(&api, "")).await;
+    let started = std::time::Instant::now();
+    let a = h
+        .get("/orgs/acme/projects", &h.token("read:projects"))
+        .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "answered at the 500 ms timeout, not after the backend"
+    );
+}
+
+#[tokio::test]
+async fn the_permissions_cache_is_bounded() {
+    let api = PermsApi::start().await;
+    let h = Harness::with(http_backend(&api, ", cache_entries: 5")).await;
+    let token = h.token("read:projects");
+    for i in 0..30 {
+        assert_eq!(
+            h.get(&format!("/orgs/open-{i}/projects"), &token)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let cached = h
+        .gateway
+        .gateway
+        .permissions()
+        .unwrap()
+        .cached_entries()
+        .await;
+    assert!(
+        (1..=5).contains(&cached),
+        "permissions cache holds {cached}, bound 5"
+    );
+}
+
+#[tokio::test]
+async fn the_file_backend_reloads_and_keeps_the_last_good_data() {
+    let dir = std::env::temp_dir().join(format!("scopegate-perms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("orgs.yaml");
+    std::fs::write(
+        &data,
+        "organizations:\n  acme:\n    members:\n      bob: { roles: [project-viewer] }\n",
+    )
+    .unwrap();
+    let mut o = scenario(&["organizations.yaml"]);
+    o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
+    let h = Harness::with(o).await;
+    let token = h.token("read:projects");
+    assert_eq!(
+        h.get("/orgs/acme/projects", &token).await.code(),
+        "not_member"
+    );
+
+    std::fs::write(
+        &data,
+        "organizations:\n  acme:\n    members:\n      alice: { roles: [project-viewer] }\n",
+    )
+    .unwrap();
+    let allowed =
+        wait_for(|| async { h.get("/orgs/acme/projects", &token).await.status == StatusCode::OK })
+            .await;
+    assert!(allowed, "the change was picked up");
+
+    std::fs::write(&data, "organizations: [this is: not valid").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        h.get("/orgs/acme/projects", &token).await.status,
+        StatusCode::OK,
+        "a broken file keeps the last good data"
+    );
+}
+
+/// Polls `f` for up to 6 s.
+async fn wait_for<F, Fut>(f: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..60 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
