@@ -2,6 +2,9 @@
 //! membership answer and the request's facts. Proxy mode, forward-auth and `explain` all call
 //! it, so they can never disagree. Any doubt is a denial.
 
+#[cfg(test)]
+mod tests;
+
 use serde_json::{Map, Value};
 
 use crate::condition::Facts;

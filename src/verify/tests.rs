@@ -1,1 +1,208 @@
+//! The bearer header parser and the claims-to-principal step, without signatures or network.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::{AuthError, Principal, bearer, principal, token_hash};
+use crate::config::{Combine, IssuerConfig, KeysSource, ScopesFormat};
+
+fn headers(values: &[&[u8]]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for v in values {
+        map.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+    }
+    map
+}
+
+#[test]
+fn missing_authorization_header() {
+    assert_eq!(bearer(&HeaderMap::new()), Err(AuthError::Missing));
+    let mut other = HeaderMap::new();
+    other.insert("x-authorization", HeaderValue::from_static("Bearer tok"));
+    assert_eq!(bearer(&other), Err(AuthError::Missing));
+}
+
+#[test]
+fn two_authorization_headers_are_refused() {
+    assert_eq!(
+        bearer(&headers(&[b"Bearer a", b"Bearer b"])),
+        Err(AuthError::MultipleHeaders)
+    );
+    // Even when they are equal.
+    assert_eq!(
+        bearer(&headers(&[b"Bearer a", b"Bearer a"])),
+        Err(AuthError::MultipleHeaders)
+    );
+}
+
+#[test]
+fn other_schemes_and_malformed_bearer_values_are_not_bearer() {
+    for value in [
+        &b"Basic xyz"[..],
+        b"Bearer",
+        b"Bearer ",
+        b"Bearer a b",
+        b"Bearer  tok",
+        b"Bearer tok ",
+        b"Bearertok",
+        b"Bearer\ttok",
+        b"",
+        b"Bearer t\xffk",
+    ] {
+        assert_eq!(
+            bearer(&headers(&[value])),
+            Err(AuthError::NotBearer),
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    assert_eq!(bearer(&headers(&[b"Bearer tok"])), Ok("tok"));
+    assert_eq!(bearer(&headers(&[b"bearer tok"])), Ok("tok"));
+    assert_eq!(bearer(&headers(&[b"BEARER a.b.c"])), Ok("a.b.c"));
+}
+
+fn issuer(claim: &str, format: ScopesFormat) -> Arc<IssuerConfig> {
+    Arc::new(IssuerConfig {
+        name: "corp".into(),
+        issuer: "https://idp.example.com/".into(),
+        keys: KeysSource::Jwks("https://idp.example.com/jwks.json".parse().unwrap()),
+        algorithms: vec![jsonwebtoken::Algorithm::ES256],
+        audiences: vec!["api".into()],
+        leeway: Duration::from_secs(30),
+        scopes_claim: claim.into(),
+        scopes_format: format,
+        typ: None,
+        refresh_interval: Duration::from_secs(300),
+        unknown_kid_cooldown: Duration::from_secs(30),
+        fetch_timeout: Duration::from_secs(5),
+        combine: Combine::Intersect,
+    })
+}
+
+fn space() -> Arc<IssuerConfig> {
+    issuer("scope", ScopesFormat::Space)
+}
+
+fn claims(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// Claims with a subject and an `exp`, plus `extra`.
+fn base(extra: Value) -> Map<String, Value> {
+    let mut map = claims(json!({"sub": "alice", "exp": 2_000_000_000u64}));
+    map.extend(claims(extra));
+    map
+}
+
+fn run(issuer: &Arc<IssuerConfig>, claims: Map<String, Value>) -> Result<Principal, AuthError> {
+    principal(issuer, claims, &token_hash("abc"))
+}
+
+#[test]
+fn upstream_tokens_are_refused() {
+    let result = run(&space(), base(json!({"token_use": "upstream"})));
+    assert_eq!(result.err(), Some(AuthError::UpstreamToken));
+    // Another `token_use` is not scopegate's.
+    let p = run(&space(), base(json!({"token_use": "access"}))).unwrap();
+    assert_eq!(p.subject, "alice");
+}
+
+#[test]
+fn subject_must_be_a_non_empty_string() {
+    let no_sub = claims(json!({"exp": 2_000_000_000u64}));
+    assert_eq!(
+        run(&space(), no_sub).err(),
+        Some(AuthError::BadClaim("sub"))
+    );
+    for bad in [json!(42), json!(""), json!(null), json!(["alice"])] {
+        let c = claims(json!({"sub": bad, "exp": 2_000_000_000u64}));
+        assert_eq!(
+            run(&space(), c).err(),
+            Some(AuthError::BadClaim("sub")),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn exp_must_be_a_number() {
+    let c = claims(json!({"sub": "alice"}));
+    assert_eq!(run(&space(), c).err(), Some(AuthError::BadClaim("exp")));
+    let c = claims(json!({"sub": "alice", "exp": "soon"}));
+    assert_eq!(run(&space(), c).err(), Some(AuthError::BadClaim("exp")));
+    let p = run(&space(), base(json!({}))).unwrap();
+    assert_eq!(p.expires_at, 2_000_000_000);
+}
+
+#[test]
+fn space_delimited_scopes_are_sorted_and_deduplicated() {
+    let p = run(&space(), base(json!({"scope": "b a a"}))).unwrap();
+    assert_eq!(p.scopes, vec!["a".to_string(), "b".to_string()]);
+    assert!(p.has_scope("a") && p.has_scope("b") && !p.has_scope("c"));
+
+    let p = run(&space(), base(json!({"scope": "  write:x  read:x "}))).unwrap();
+    assert_eq!(p.scopes, vec!["read:x".to_string(), "write:x".to_string()]);
+
+    // No scope claim: no scopes.
+    let p = run(&space(), base(json!({}))).unwrap();
+    assert!(p.scopes.is_empty());
+
+    // An array where a string is expected.
+    let result = run(&space(), base(json!({"scope": ["a"]})));
+    assert_eq!(result.err(), Some(AuthError::BadClaim("scope")));
+}
+
+#[test]
+fn array_scopes_are_read_from_the_configured_claim() {
+    let auth0 = issuer("permissions", ScopesFormat::Array);
+    let p = run(
+        &auth0,
+        base(json!({"permissions": ["write:x", "read:x", "read:x"], "scope": "ignored"})),
+    )
+    .unwrap();
+    assert_eq!(p.scopes, vec!["read:x".to_string(), "write:x".to_string()]);
+
+    let result = run(&auth0, base(json!({"permissions": "read:x write:x"})));
+    assert_eq!(result.err(), Some(AuthError::BadClaim("scope")));
+    let result = run(&auth0, base(json!({"permissions": ["read:x", 7]})));
+    assert_eq!(result.err(), Some(AuthError::BadClaim("scope")));
+}
+
+#[test]
+fn token_id_is_the_jti_or_a_hash_prefix() {
+    let p = run(&space(), base(json!({"jti": "token-1"}))).unwrap();
+    assert_eq!(p.token_id, "token-1");
+
+    // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+    let p = run(&space(), base(json!({}))).unwrap();
+    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+    assert_eq!(p.token_id.len(), 16);
+
+    // A `jti` that is not a string, or too long to log, falls back to the hash too.
+    let p = run(&space(), base(json!({"jti": 12}))).unwrap();
+    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+    let long = "j".repeat(129);
+    let p = run(&space(), base(json!({"jti": long}))).unwrap();
+    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+}
+
+#[test]
+fn principal_keeps_every_claim_and_its_issuer() {
+    let corp = space();
+    let p = run(&corp, base(json!({"azp": "cli", "scope": "a"}))).unwrap();
+    assert_eq!(p.subject, "alice");
+    assert_eq!(p.claims.get("azp"), Some(&json!("cli")));
+    assert_eq!(p.claims.len(), 4);
+    assert!(Arc::ptr_eq(&p.issuer, &corp));
+}
