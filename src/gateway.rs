@@ -1,30 +1,57 @@
 //! The request pipeline, written out once, top to bottom:
-//! normalize → route → authenticate → organization → permissions → decide → mint → forward.
-//! Each stage is a leaf module; only this function composes them. Every failure becomes a
+//! normalize → route → authenticate → organization → permissions → decide → mint, in
+//! [`Gateway::authorize`], which proxy mode (then forward) and forward-auth mode (then answer)
+//! both call. Each stage is a leaf module; only this file composes them. Every failure becomes a
 //! [`Rejection`], rendered in one place.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::{Config, Roles};
+use crate::config::{Combine, Config, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::decide::{Decision, Input, decide};
-use crate::jwks::IssuerKeys;
+use crate::exchange::ExchangeConfig;
+use crate::forward_auth::ForwardAuthConfig;
+use crate::jwks::{IssuerKeys, KeySet};
 use crate::metrics::Metrics;
-use crate::mint::{MintRequest, Minter};
+use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
-use crate::route::{Access, RouteTable};
-use crate::verify::Verifier;
+use crate::route::{Access, Route, RouteTable};
+use crate::verify::{Principal, TokenKind, Verifier};
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// The request being decided, however it arrived (proxied, or described by an ingress).
+#[derive(Debug)]
+pub struct Target<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    /// Lower-case host without port.
+    pub host: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// An allowed request: where it goes and what it carries.
+#[derive(Debug)]
+pub struct Authorized<'a> {
+    pub route: &'a Arc<Route>,
+    /// The normalized path: what was authorized and what is forwarded.
+    pub path: String,
+    pub principal: Option<Arc<Principal>>,
+    pub organization: Option<String>,
+    /// The minted token (none for public routes).
+    pub minted: Option<Arc<(Minted, Instant, Duration)>>,
+    /// The scopes in the minted token.
+    pub scopes: Vec<String>,
+}
 
 /// Everything the pipeline needs, built once from a validated [`Config`].
 #[derive(Debug)]
@@ -35,7 +62,10 @@ pub struct Gateway {
     permissions: Option<Arc<Permissions>>,
     minter: Minter,
     upstreams: Upstreams,
+    exchange: Option<Arc<ExchangeConfig>>,
+    forward_auth: ForwardAuthConfig,
     pub metrics: Metrics,
+    /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
 }
 
@@ -47,7 +77,18 @@ impl Gateway {
             .iter()
             .map(|i| Arc::new(IssuerKeys::new(i.clone(), client.clone(), metrics.clone())))
             .collect();
-        let verifier = Verifier::new(issuers.iter().cloned(), &config.limits);
+        let own = Arc::new(IssuerKeys::local(
+            Arc::new(own_issuer(&config)),
+            KeySet::from_jwks(&config.signing.jwks()),
+            metrics.clone(),
+        ));
+        let max_act_depth = config.exchange.as_ref().map_or(0, |e| e.max_act_depth);
+        let verifier = Verifier::new(
+            issuers.iter().cloned().chain([own]),
+            &config.limits,
+            &config.signing.issuer,
+            max_act_depth,
+        );
         let upstreams = Upstreams::new(config.upstreams.values(), metrics.clone());
         let permissions = config
             .permissions
@@ -64,6 +105,8 @@ impl Gateway {
             permissions,
             minter,
             upstreams,
+            exchange: config.exchange,
+            forward_auth: config.forward_auth,
             metrics,
             issuers,
         }
@@ -89,83 +132,43 @@ impl Gateway {
         self.minter.cached_tokens()
     }
 
-    /// Handles one request on the proxy listener.
+    /// Handles one request on the proxy listener: scopegate's own issuer endpoints, else the
+    /// proxy pipeline.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
         scheme: &'static str,
     ) -> Response<Body> {
-        if let Some(document) = self.issuer_document(&request) {
-            return document.map(|b| Either::Right(Full::new(b)));
-        }
-        let started = Instant::now();
-        let mut route_name = "none";
-        let outcome = self
-            .pipeline(request, peer, scheme, started, &mut route_name)
-            .await;
-        let (response, decision) = match outcome {
-            Ok(r) => (r.map(Either::Left), "allow"),
-            Err(rejection) => {
-                // An upstream failure comes after an allow; its gateway time is already recorded.
-                let upstream_failed = matches!(rejection, Rejection::Upstream(_));
-                if !upstream_failed {
-                    self.metrics
-                        .gateway_duration
-                        .with_label_values(&["deny"])
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                tracing::debug!(
-                    route = route_name,
-                    code = rejection.code(),
-                    "request rejected"
-                );
-                let decision = if upstream_failed { "allow" } else { "deny" };
-                (
-                    rejection.to_response().map(|b| Either::Right(Full::new(b))),
-                    decision,
-                )
-            }
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[route_name, decision, response.status().as_str()])
-            .inc();
-        response
-    }
-
-    /// scopegate's own JWKS and discovery documents, served under its issuer URL's path.
-    fn issuer_document<B>(&self, request: &Request<B>) -> Option<Response<Bytes>> {
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return None;
-        }
         let signing = self.minter.signing();
         let path = request.uri().path();
-        let body = if path == signing.jwks_path() {
-            signing.jwks()
-        } else if path == signing.discovery_path() {
-            signing.discovery()
-        } else {
-            return None;
-        };
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CACHE_CONTROL, "public, max-age=300")
-            .body(Bytes::from(body.to_string()))
-            .ok()
+        let read = matches!(*request.method(), Method::GET | Method::HEAD);
+        if read && path == signing.jwks_path() {
+            return json_document(&signing.jwks());
+        }
+        if read && path == signing.discovery_path() {
+            return json_document(&signing.discovery(self.exchange.is_some()));
+        }
+        if let Some(exchange) = &self.exchange
+            && path == signing.token_path()
+        {
+            return self
+                .token_endpoint(exchange, request)
+                .await
+                .map(|b| Either::Right(Full::new(b)));
+        }
+        self.proxy(request, peer, scheme).await
     }
 
-    async fn pipeline<'a>(
-        &'a self,
+    async fn proxy(
+        &self,
         request: Request<Incoming>,
         peer: SocketAddr,
         scheme: &'static str,
-        started: Instant,
-        route_name: &mut &'a str,
-    ) -> Result<Response<Incoming>, Rejection> {
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let mut route_name = "none";
         let (parts, body) = request.into_parts();
-        let path = crate::normalize::normalize(parts.uri.path())?;
         let host_header = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -176,21 +179,217 @@ impl Gateway {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .map(host_only);
+        let target = Target {
+            method: &parts.method,
+            uri: &parts.uri,
+            host: host.as_deref(),
+            headers: &parts.headers,
+        };
+        let result = match self.authorize(&target, &mut route_name).await {
+            Err(rejection) => Err(rejection),
+            Ok(allowed) => {
+                self.metrics
+                    .gateway_duration
+                    .with_label_values(&["allow"])
+                    .observe(started.elapsed().as_secs_f64());
+                match allowed
+                    .minted
+                    .as_ref()
+                    .map(|m| HeaderValue::try_from(format!("Bearer {}", m.0.token)))
+                    .transpose()
+                {
+                    Err(_) => Err(Rejection::Mint(crate::mint::MintError::Sign)),
+                    Ok(authorization) => {
+                        let inbound = Inbound {
+                            peer,
+                            scheme,
+                            host: host_header.as_ref(),
+                            authorization,
+                        };
+                        let request = Request::from_parts(parts, body);
+                        self.upstreams
+                            .forward(&allowed.route.upstream, request, &allowed.path, &inbound)
+                            .await
+                            .map_err(Rejection::from)
+                    }
+                }
+            }
+        };
+        let response = match result {
+            Ok(r) => r.map(Either::Left),
+            Err(rejection) => self
+                .reject(rejection, route_name, started)
+                .map(|b| Either::Right(Full::new(b))),
+        };
+        self.count(route_name, &response);
+        response
+    }
+
+    /// Handles one request on the forward-auth listener: decide, never forward.
+    pub async fn handle_auth(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let mut route_name = "none";
+        let (parts, _body) = request.into_parts();
+        let result =
+            match self
+                .forward_auth
+                .original(peer.ip(), &parts.method, &parts.uri, &parts.headers)
+            {
+                Err(e) => Err(Rejection::from(e)),
+                Ok(original) => {
+                    let host = original.host.as_deref().map(host_only);
+                    let target = Target {
+                        method: &original.method,
+                        uri: &original.uri,
+                        host: host.as_deref(),
+                        headers: &parts.headers,
+                    };
+                    self.authorize(&target, &mut route_name)
+                        .await
+                        .and_then(|a| allowed_answer(&a))
+                }
+            };
+        let response = match result {
+            Ok(r) => {
+                self.metrics
+                    .gateway_duration
+                    .with_label_values(&["allow"])
+                    .observe(started.elapsed().as_secs_f64());
+                r
+            }
+            Err(rejection) => self.reject(rejection, route_name, started),
+        }
+        .map(Full::new);
+        self.count(route_name, &response);
+        response
+    }
+
+    fn reject(&self, rejection: Rejection, route_name: &str, started: Instant) -> Response<Bytes> {
+        // An upstream failure comes after an allow; its gateway time is already recorded.
+        if !matches!(rejection, Rejection::Upstream(_)) {
+            self.metrics
+                .gateway_duration
+                .with_label_values(&["deny"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        tracing::debug!(
+            route = route_name,
+            code = rejection.code(),
+            "request rejected"
+        );
+        rejection.to_response()
+    }
+
+    fn count<B>(&self, route_name: &str, response: &Response<B>) {
+        let status = response.status();
+        let decision = if status.is_success()
+            || status == StatusCode::BAD_GATEWAY
+            || status == StatusCode::GATEWAY_TIMEOUT
+            || status.is_redirection()
+        {
+            "allow"
+        } else {
+            "deny"
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, decision, status.as_str()])
+            .inc();
+    }
+
+    /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
+    async fn token_endpoint(
+        &self,
+        exchange: &ExchangeConfig,
+        request: Request<Incoming>,
+    ) -> Response<Bytes> {
+        use crate::exchange::{
+            ExchangeError, Form, MAX_FORM_BYTES, issue, response, subject_token,
+        };
+        let bad = |d: &str| {
+            Err(ExchangeError {
+                code: "invalid_request",
+                description: d.to_string(),
+            })
+        };
+        if request.method() != Method::POST {
+            return response(bad("use POST"));
+        }
+        let form_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| {
+                    t.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form_type {
+            return response(bad("the body must be application/x-www-form-urlencoded"));
+        }
+        let (parts, body) = request.into_parts();
+        let Ok(body) = Limited::new(body, MAX_FORM_BYTES).collect().await else {
+            return response(bad("the body is unreadable or too large"));
+        };
+        let form = Form::parse(&body.to_bytes());
+        let result = async {
+            let client = exchange.authenticate(&parts.headers, &form)?;
+            let token = subject_token(&form)?;
+            let subject = self
+                .verifier
+                .verify(token)
+                .await
+                .map_err(|e| ExchangeError {
+                    code: "invalid_grant",
+                    description: format!("subject token: {e}"),
+                })?;
+            let (claims, lifetime) = exchange.grant(&client, &subject, &form)?;
+            tracing::info!(client = %client, subject_token = %subject.token_id, "token exchanged");
+            issue(self.minter.signing(), claims, lifetime)
+        }
+        .await;
+        response(result)
+    }
+
+    /// Decides a request: the whole pipeline up to and including minting.
+    pub async fn authorize<'a>(
+        &'a self,
+        target: &Target<'_>,
+        route_name: &mut &'a str,
+    ) -> Result<Authorized<'a>, Rejection> {
+        let path = crate::normalize::normalize(target.uri.path())?;
         let matched = self
             .routes
-            .find(&parts.method, host.as_deref(), &path)
+            .find(target.method, target.host, &path)
             .ok_or(Rejection::NoRoute)?;
         let route = matched.route;
         *route_name = &route.name;
         let principal = match &route.access {
             Access::Public => None,
-            Access::Scopes(_) => Some(self.verifier.authenticate(&parts.headers).await?),
+            Access::Scopes(_) => Some(self.verifier.authenticate(target.headers).await?),
         };
+        if let Some(TokenKind::Exchanged {
+            audience,
+            bound_path,
+        }) = principal.as_deref().map(|p| &p.kind)
+        {
+            if *audience != route.upstream.audience
+                || bound_path.as_ref().is_some_and(|b| *b != path)
+            {
+                return Err(Rejection::WrongResource);
+            }
+        }
         let organization = match &route.organization {
             None => None,
             Some(source) => Some(source.resolve(
-                &parts,
-                host.as_deref(),
+                target.headers,
+                target.uri.query(),
+                target.host,
                 &matched.params,
                 principal.as_deref(),
             )?),
@@ -218,7 +417,7 @@ impl Gateway {
             organization: organization.as_deref(),
             membership: membership.as_deref(),
             params: &matched.params,
-            method: parts.method.as_str(),
+            method: target.method.as_str(),
             path: &path,
         });
         let allowed = match decision {
@@ -236,33 +435,86 @@ impl Gateway {
                 ttl: route.forward.ttl,
             })?),
         };
-        self.metrics
-            .gateway_duration
-            .with_label_values(&["allow"])
-            .observe(started.elapsed().as_secs_f64());
-        let authorization = match &minted {
-            Some(m) => Some(
-                HeaderValue::try_from(format!("Bearer {}", m.0.token))
-                    .map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))?,
-            ),
-            None => None,
-        };
-        let inbound = Inbound {
-            peer,
-            scheme,
-            host: host_header.as_ref(),
-            authorization,
-        };
-        let request = Request::from_parts(parts, body);
-        Ok(self
-            .upstreams
-            .forward(&route.upstream, request, &path, &inbound)
-            .await?)
+        Ok(Authorized {
+            route,
+            path,
+            principal,
+            organization,
+            minted,
+            scopes: allowed.scopes,
+        })
+    }
+}
+
+/// The 200 of forward-auth: the minted token and identity headers for the ingress to copy.
+fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CACHE_CONTROL, "no-store");
+    let header_value = |v: &str| {
+        HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
+    };
+    if let Some(m) = &a.minted {
+        builder = builder.header(
+            header::AUTHORIZATION,
+            header_value(&format!("Bearer {}", m.0.token))?,
+        );
+        builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
+    }
+    if let Some(p) = &a.principal {
+        // Subjects are arbitrary strings; one that cannot be a header value is left out.
+        if let Ok(v) = HeaderValue::from_str(&p.subject) {
+            builder = builder.header("x-scopegate-subject", v);
+        }
+    }
+    if let Some(org) = &a.organization {
+        builder = builder.header("x-scopegate-organization", header_value(org)?);
+    }
+    builder = builder.header("x-scopegate-route", header_value(&a.route.name)?);
+    builder
+        .body(Bytes::new())
+        .map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
+}
+
+fn json_document(body: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "public, max-age=300")
+        .body(Either::Right(Full::new(Bytes::from(body.to_string()))))
+        .unwrap_or_else(|_| Response::new(Either::Right(Full::new(Bytes::new()))))
+}
+
+/// scopegate as an issuer of the tokens it mints and exchanges: verified with its own keys.
+fn own_issuer(config: &Config) -> IssuerConfig {
+    let mut audiences: Vec<String> = config
+        .upstreams
+        .values()
+        .map(|u| u.audience.clone())
+        .collect();
+    audiences.sort();
+    audiences.dedup();
+    let mut algorithms: Vec<_> = config.signing.keys.iter().map(|k| k.alg).collect();
+    algorithms.dedup();
+    IssuerConfig {
+        name: "scopegate".into(),
+        issuer: config.signing.issuer.clone(),
+        keys: KeysSource::Local,
+        algorithms,
+        audiences,
+        leeway: Duration::from_secs(30),
+        scopes_claim: "scope".into(),
+        scopes_format: ScopesFormat::Space,
+        typ: Some("at+jwt".into()),
+        refresh_interval: Duration::from_secs(3600),
+        unknown_kid_cooldown: Duration::from_secs(30),
+        fetch_timeout: Duration::from_secs(1),
+        combine: Combine::Intersect,
     }
 }
 
 /// The host part of a Host header value, lower-cased, without port.
-fn host_only(value: &str) -> String {
+pub fn host_only(value: &str) -> String {
     let host = if let Some(rest) = value.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {

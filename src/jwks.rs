@@ -146,6 +146,13 @@ struct Discovery {
 }
 
 impl IssuerKeys {
+    /// Keys known in-process (scopegate's own): loaded from the start, never fetched.
+    pub fn local(config: Arc<IssuerConfig>, keys: KeySet, metrics: Metrics) -> Self {
+        let this = Self::new(config, FetchClient::new(), metrics);
+        this.current.store(Some(Arc::new(keys)));
+        this
+    }
+
     pub fn new(config: Arc<IssuerConfig>, client: FetchClient, metrics: Metrics) -> Self {
         Self {
             config,
@@ -170,6 +177,9 @@ impl IssuerKeys {
     /// for a refresh already under way instead of starting another, and does nothing when the
     /// last on-demand fetch is younger than the cool-down.
     pub async fn refresh_for_unknown_kid(&self) {
+        if matches!(self.config.keys, KeysSource::Local) {
+            return;
+        }
         let seen = self.attempts.load(Ordering::Acquire);
         let mut state = self.refresh.lock().await;
         if self.attempts.load(Ordering::Acquire) != seen {
@@ -218,6 +228,14 @@ impl IssuerKeys {
     async fn fetch(&self) -> Result<KeySet, JwksError> {
         let timeout = self.config.fetch_timeout;
         let jwks_uri = match &self.config.keys {
+            KeysSource::Local => {
+                return self
+                    .snapshot()
+                    .map(|s| KeySet {
+                        keys: s.keys.clone(),
+                    })
+                    .ok_or(JwksError::NoUsableKey);
+            }
             KeysSource::Jwks(uri) => uri.clone(),
             KeysSource::Discovery(uri) => {
                 let doc: Discovery =

@@ -72,6 +72,10 @@ impl Signing {
         format!("{}/.well-known/jwks.json", self.base_path())
     }
 
+    pub fn token_path(&self) -> String {
+        format!("{}/oauth2/token", self.base_path())
+    }
+
     pub fn discovery_path(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.base_path())
     }
@@ -82,22 +86,27 @@ impl Signing {
     }
 
     /// The OIDC discovery document: what standard JWT authorizers read to trust scopegate.
-    pub fn discovery(&self) -> Value {
+    pub fn discovery(&self, token_endpoint: bool) -> Value {
         let mut algs: Vec<&str> = self
             .keys
             .iter()
             .map(|k| crate::keys::alg_name(k.alg))
             .collect();
         algs.dedup();
-        json!({
+        let mut doc = json!({
             "issuer": self.issuer,
             "jwks_uri": format!("{}/.well-known/jwks.json", self.issuer),
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": algs,
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "org_id", "token_use"],
-        })
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "org_id", "token_use", "act"],
+        });
+        if token_endpoint {
+            doc["token_endpoint"] = Value::String(format!("{}/oauth2/token", self.issuer));
+            doc["grant_types_supported"] = json!([crate::exchange::GRANT_TYPE]);
+        }
+        doc
     }
 }
 

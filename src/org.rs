@@ -1,8 +1,6 @@
 //! Organization (tenant) resolution: where a route finds the organization a request acts in.
 //! The value is checked to be a plain identifier, so it can key caches and backend calls safely.
 
-use http::request::Parts;
-
 use crate::verify::Principal;
 
 /// Where a route's organization comes from.
@@ -48,7 +46,8 @@ impl OrgSource {
     /// The organization of a request.
     pub fn resolve(
         &self,
-        parts: &Parts,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
         host: Option<&str>,
         params: &[(&str, &str)],
         principal: Option<&Principal>,
@@ -59,7 +58,7 @@ impl OrgSource {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| (*v).to_string()),
             OrgSource::Header(name) => {
-                let mut values = parts.headers.get_all(name).iter();
+                let mut values = headers.get_all(name).iter();
                 match (values.next(), values.next()) {
                     (Some(v), None) => v.to_str().ok().map(str::to_string),
                     (Some(_), Some(_)) => {
@@ -72,9 +71,7 @@ impl OrgSource {
                 }
             }
             OrgSource::Query(name) => {
-                let mut found = parts
-                    .uri
-                    .query()
+                let mut found = query
                     .into_iter()
                     .flat_map(|q| q.split('&'))
                     .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))

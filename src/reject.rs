@@ -44,6 +44,13 @@ pub enum Rejection {
     /// The permissions backend failed and no usable stale answer exists (503).
     #[error("the permissions backend is unavailable")]
     PermissionsUnavailable,
+    /// An exchanged token used outside its audience or bound path (403).
+    #[error("the token is not valid for this resource")]
+    WrongResource,
+    /// Forward-auth: the original request is not described by a trusted peer (403) or is
+    /// malformed (400).
+    #[error(transparent)]
+    ForwardAuth(#[from] crate::forward_auth::OriginalError),
     /// The token to forward could not be minted (500; 401 when the caller's token just expired).
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -61,6 +68,11 @@ impl Rejection {
             Rejection::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Rejection::Upstream(_) => StatusCode::BAD_GATEWAY,
             Rejection::Organization(_) => StatusCode::BAD_REQUEST,
+            Rejection::WrongResource => StatusCode::FORBIDDEN,
+            Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
+                StatusCode::FORBIDDEN
+            }
+            Rejection::ForwardAuth(_) => StatusCode::BAD_REQUEST,
             Rejection::NotMember | Rejection::ConditionFailed => StatusCode::FORBIDDEN,
             Rejection::PermissionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Mint(MintError::Expired) => StatusCode::UNAUTHORIZED,
@@ -86,6 +98,11 @@ impl Rejection {
             Rejection::Upstream(UpstreamError::Timeout) => "upstream_timeout",
             Rejection::Upstream(_) => "upstream_unavailable",
             Rejection::Organization(_) => "organization_unresolved",
+            Rejection::WrongResource => "wrong_resource",
+            Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
+                "untrusted_peer"
+            }
+            Rejection::ForwardAuth(_) => "bad_original_request",
             Rejection::NotMember => "not_member",
             Rejection::ConditionFailed => "condition_failed",
             Rejection::PermissionsUnavailable => "permissions_unavailable",
@@ -114,10 +131,12 @@ impl Rejection {
                 r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
                 quoted(&detail)
             )),
-            Rejection::NotMember | Rejection::ConditionFailed => Some(format!(
-                r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}""#,
-                quoted(&detail)
-            )),
+            Rejection::NotMember | Rejection::ConditionFailed | Rejection::WrongResource => {
+                Some(format!(
+                    r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}""#,
+                    quoted(&detail)
+                ))
+            }
             Rejection::Mint(MintError::Expired) => Some(format!(
                 r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
                 quoted(&detail)

@@ -35,6 +35,8 @@ pub enum ServeError {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The forward-auth listener, when configured.
+    pub auth_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
 }
@@ -94,9 +96,30 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             addr: listen.admin,
             source,
         })?,
+        auth_addr: None,
         gateway: gateway.clone(),
         shutdown,
     };
+    let mut running = running;
+    if let Some(addr) = listen.auth {
+        let auth = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        running.auth_addr = Some(
+            auth.local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        );
+        let g = gateway.clone();
+        spawn_listener(
+            auth,
+            None,
+            running.shutdown.subscribe(),
+            move |req, peer| {
+                let g = g.clone();
+                async move { Ok::<_, Infallible>(g.handle_auth(req, peer).await) }
+            },
+        );
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let g = gateway.clone();
     spawn_listener(
@@ -113,7 +136,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let g = g.clone();
         async move { Ok::<_, Infallible>(crate::admin::handle(&g, &req)) }
     });
-    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, tls = scheme == "https", "scopegate listening");
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, auth = ?running.auth_addr, tls = scheme == "https", "scopegate listening");
     Ok(running)
 }
 

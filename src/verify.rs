@@ -18,9 +18,26 @@ use serde_json::{Map, Value};
 use crate::config::{IssuerConfig, Limits, ScopesFormat};
 use crate::jwks::IssuerKeys;
 
+/// What kind of token a principal came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKind {
+    /// From a trusted identity provider.
+    Idp,
+    /// Minted by scopegate for an upstream: accepted as a token-exchange subject, never at the
+    /// front door.
+    Upstream,
+    /// Issued by scopegate's token exchange: good only on routes of its audience and binding.
+    Exchanged {
+        audience: String,
+        /// The one normalized path the token is bound to, if any.
+        bound_path: Option<String>,
+    },
+}
+
 /// A verified caller.
 #[derive(Debug)]
 pub struct Principal {
+    pub kind: TokenKind,
     pub issuer: Arc<IssuerConfig>,
     pub subject: String,
     /// Sorted, without duplicates.
@@ -92,6 +109,9 @@ pub enum AuthError {
     /// A token scopegate minted for an upstream: never accepted back at the front door.
     #[error("the token was issued for an upstream, not for this gateway")]
     UpstreamToken,
+    /// An exchanged token whose `act` chain is deeper than allowed.
+    #[error("the token's delegation chain is too deep")]
+    DelegationTooDeep,
     /// A claim scopegate needs is absent, or of the wrong JSON type.
     #[error("the token's `{0}` claim is missing or of the wrong type")]
     BadClaim(&'static str),
@@ -105,6 +125,9 @@ pub struct Verifier {
     issuers: HashMap<String, Arc<IssuerKeys>>,
     cache: moka::sync::Cache<TokenHash, Arc<Principal>>,
     max_token_bytes: usize,
+    /// scopegate's own issuer (`iss` of minted and exchanged tokens).
+    own_issuer: String,
+    max_act_depth: usize,
 }
 
 /// Cached principals live until their token's `exp`, never longer.
@@ -135,7 +158,14 @@ struct Unverified {
 }
 
 impl Verifier {
-    pub fn new(issuers: impl IntoIterator<Item = Arc<IssuerKeys>>, limits: &Limits) -> Self {
+    /// `issuers` includes scopegate's own (named by `own_issuer`), whose tokens are told apart
+    /// by `token_use`; exchanged tokens may carry at most `max_act_depth` `act` levels.
+    pub fn new(
+        issuers: impl IntoIterator<Item = Arc<IssuerKeys>>,
+        limits: &Limits,
+        own_issuer: &str,
+        max_act_depth: usize,
+    ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(limits.token_cache_entries)
             .expire_after(UntilExpiry)
@@ -147,6 +177,8 @@ impl Verifier {
                 .collect(),
             cache,
             max_token_bytes: limits.max_token_bytes,
+            own_issuer: own_issuer.to_string(),
+            max_act_depth,
         }
     }
 
@@ -156,7 +188,12 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge(self.max_token_bytes));
         }
-        self.verify(token).await
+        let principal = self.verify(token).await?;
+        // A token minted for an upstream must not open the front door if it leaks.
+        if principal.kind == TokenKind::Upstream {
+            return Err(AuthError::UpstreamToken);
+        }
+        Ok(principal)
     }
 
     /// Verifies one compact JWS.
@@ -209,7 +246,8 @@ impl Verifier {
         )
         .map_err(map_jwt_error)?
         .claims;
-        let principal = principal(issuer, claims, &hash)?;
+        let own = (issuer.issuer == self.own_issuer).then_some(self.max_act_depth);
+        let principal = principal(issuer, claims, &hash, own)?;
         let principal = Arc::new(principal);
         self.cache.insert(hash, principal.clone());
         Ok(principal)
@@ -291,14 +329,38 @@ fn claim_name(c: &str) -> &'static str {
     }
 }
 
+/// Builds the principal from verified claims. `own` is `Some(max act depth)` when the issuer is
+/// scopegate itself: then `token_use` says which kind of scopegate token it is.
 fn principal(
     issuer: &Arc<IssuerConfig>,
     claims: Map<String, Value>,
     hash: &TokenHash,
+    own: Option<usize>,
 ) -> Result<Principal, AuthError> {
-    if claims.get("token_use").and_then(Value::as_str) == Some(crate::mint::UPSTREAM_TOKEN_USE) {
-        return Err(AuthError::UpstreamToken);
-    }
+    let kind = match own {
+        None => TokenKind::Idp,
+        Some(max_depth) => match claims.get("token_use").and_then(Value::as_str) {
+            Some(crate::mint::UPSTREAM_TOKEN_USE) => TokenKind::Upstream,
+            Some(crate::exchange::EXCHANGE_TOKEN_USE) => {
+                if crate::exchange::act_depth(&claims) > max_depth {
+                    return Err(AuthError::DelegationTooDeep);
+                }
+                TokenKind::Exchanged {
+                    audience: claims
+                        .get("aud")
+                        .and_then(Value::as_str)
+                        .ok_or(AuthError::BadClaim("aud"))?
+                        .to_string(),
+                    bound_path: match claims.get("bound_path") {
+                        None => None,
+                        Some(Value::String(p)) => Some(p.clone()),
+                        Some(_) => return Err(AuthError::BadClaim("unknown")),
+                    },
+                }
+            }
+            _ => return Err(AuthError::UntrustedIssuer),
+        },
+    };
     let subject = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(AuthError::BadClaim("sub")),
@@ -328,6 +390,7 @@ fn principal(
         _ => hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
     };
     Ok(Principal {
+        kind,
         issuer: issuer.clone(),
         subject,
         scopes,

@@ -34,6 +34,9 @@ pub struct Config {
     pub permissions: Option<PermissionsConfig>,
     /// Role name to the scopes it grants, from every policy file.
     pub roles: Roles,
+    /// Token exchange, when clients are configured.
+    pub exchange: Option<Arc<crate::exchange::ExchangeConfig>>,
+    pub forward_auth: crate::forward_auth::ForwardAuthConfig,
 }
 
 /// Role name to scopes.
@@ -60,6 +63,8 @@ pub enum Combine {
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The forward-auth decision listener, when configured.
+    pub auth: Option<SocketAddr>,
 }
 
 /// One trusted token issuer.
@@ -86,6 +91,8 @@ pub struct IssuerConfig {
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
 pub enum KeysSource {
+    /// scopegate's own signing keys, known in-process and never fetched.
+    Local,
     Jwks(Uri),
     /// An OIDC discovery document whose `jwks_uri` names the JWKS.
     Discovery(Uri),
@@ -291,7 +298,17 @@ fn from_parsed(
     let listen = Listen {
         proxy: socket_addr(&mut check, "proxy", &raw.listen.proxy),
         admin: socket_addr(&mut check, "admin", &raw.listen.admin),
+        auth: raw
+            .listen
+            .auth
+            .as_deref()
+            .map(|a| socket_addr(&mut check, "auth", a)),
     };
+    let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
+    let exchange_clients = raw
+        .exchange
+        .as_ref()
+        .map(|e| exchange_clients(&mut check, base, e));
     let tls = raw
         .tls
         .as_ref()
@@ -344,6 +361,7 @@ fn from_parsed(
 
     let mut routes = Vec::new();
     let mut roles = Roles::new();
+    let mut exchange_rules = Vec::new();
     let mut origins: Vec<(PathBuf, Option<(usize, usize)>)> = Vec::new();
     for source in policies {
         let Some(policy) = parse::<raw::Policy>(source, check.errors) else {
@@ -361,6 +379,13 @@ fn from_parsed(
                     format!("role `{name}` is defined in more than one policy file"),
                     "define each role once; roles are shared by every policy file",
                 );
+            }
+        }
+        for (i, r) in policy.exchange.iter().enumerate() {
+            if let Some(rule) =
+                exchange_rule(&mut pcheck, i, r, exchange_clients.as_ref(), &upstreams)
+            {
+                exchange_rules.push(rule);
             }
         }
         for (i, r) in policy.routes.iter().enumerate() {
@@ -419,6 +444,14 @@ fn from_parsed(
             signing: Arc::new(signing),
             permissions,
             roles,
+            exchange: exchange_clients.map(|(clients, max_act_depth)| {
+                Arc::new(crate::exchange::ExchangeConfig {
+                    clients,
+                    rules: exchange_rules,
+                    max_act_depth,
+                })
+            }),
+            forward_auth,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -1163,4 +1196,169 @@ fn permissions(
         on_error,
     };
     Some(PermissionsConfig { backend, cache })
+}
+
+fn forward_auth(
+    check: &mut Check<'_>,
+    raw: Option<&raw::ForwardAuth>,
+) -> crate::forward_auth::ForwardAuthConfig {
+    let mut config = crate::forward_auth::ForwardAuthConfig::default();
+    let Some(raw) = raw else { return config };
+    if let Some(peers) = &raw.trusted_peers {
+        config.trusted_peers = peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let parsed = p
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                if parsed.is_err() {
+                    check.error(
+                        &[
+                            Step::Key("forward_auth"),
+                            Step::Key("trusted_peers"),
+                            Step::Index(i),
+                        ],
+                        format!("`{p}` is not an IP network"),
+                        "write a CIDR like `10.0.0.0/8` or an address like `127.0.0.1`",
+                    );
+                }
+                parsed.ok()
+            })
+            .collect();
+    }
+    if let Some(prefix) = &raw.envoy_prefix {
+        if !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || crate::normalize::normalize(prefix).as_deref() != Ok(prefix.as_str())
+        {
+            check.error(
+                &[Step::Key("forward_auth"), Step::Key("envoy_prefix")],
+                format!("`{prefix}` is not a path prefix"),
+                "write a prefix like `/envoy`, matching Envoy's ext_authz `path_prefix`",
+            );
+        }
+        config.envoy_prefix = prefix.clone();
+    }
+    config
+}
+
+/// Exchange clients (id to secret digest) and the act depth limit.
+fn exchange_clients(
+    check: &mut Check<'_>,
+    base: &Path,
+    raw: &raw::Exchange,
+) -> (HashMap<String, [u8; 32]>, usize) {
+    let mut clients = HashMap::new();
+    for (id, c) in &raw.clients {
+        let at = [Step::Key("exchange"), Step::Key("clients"), Step::Key(id)];
+        let secret = match (&c.secret_file, &c.secret_env) {
+            (Some(file), None) => {
+                let path = base.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("cannot read the secret file `{}`: {e}", path.display()))
+            }
+            (None, Some(var)) => {
+                std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+            }
+            _ => Err(format!(
+                "client `{id}` needs exactly one of `secret_file` and `secret_env`"
+            )),
+        };
+        match secret {
+            Ok(s) if s.len() >= 16 => {
+                clients.insert(id.clone(), crate::exchange::secret_hash(s.as_bytes()));
+            }
+            Ok(_) => check.error(&at, format!("the secret of client `{id}` is shorter than 16 characters"), "use a long random secret, for example `openssl rand -hex 32`"),
+            Err(e) => check.error(&at, e, "secrets are never written in YAML: put the secret in a file (a Kubernetes Secret) or an environment variable"),
+        }
+    }
+    (clients, raw.max_act_depth.unwrap_or(2))
+}
+
+fn exchange_rule(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::ExchangeRule,
+    clients: Option<&(HashMap<String, [u8; 32]>, usize)>,
+    upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+) -> Option<crate::exchange::Rule> {
+    let at = |key: &'static str| [Step::Key("exchange"), Step::Index(i), Step::Key(key)];
+    let name = &raw.name;
+    let mut ok = true;
+    match clients {
+        None => {
+            check.error(
+                &at("client"),
+                format!("exchange rule `{name}` needs token exchange, which is not configured"),
+                "add `exchange: { clients: ... }` to the server file",
+            );
+            ok = false;
+        }
+        Some((c, _)) if !c.contains_key(&raw.client) => {
+            let known = c.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            check.error(
+                &at("client"),
+                format!(
+                    "exchange rule `{name}` names client `{}`, which is not configured",
+                    raw.client
+                ),
+                format!("configured clients: {known}"),
+            );
+            ok = false;
+        }
+        Some(_) => {}
+    }
+    if !upstreams.values().any(|u| u.audience == raw.audience) {
+        let known = upstreams
+            .values()
+            .map(|u| u.audience.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        check.error(&at("audience"), format!("exchange rule `{name}` issues tokens for audience `{}`, which no upstream has", raw.audience), format!("the token is good only on routes to an upstream with this audience; audiences: {known}"));
+        ok = false;
+    }
+    if raw.scopes.is_empty() {
+        check.error(
+            &at("scopes"),
+            format!("exchange rule `{name}` allows no scopes"),
+            "list the scopes a client may obtain",
+        );
+        ok = false;
+    }
+    let max_ttl = check.duration(
+        &at("max_ttl"),
+        Some(&raw.max_ttl),
+        Duration::from_secs(3600),
+    );
+    if max_ttl.is_zero() || max_ttl > Duration::from_secs(30 * 24 * 3600) {
+        check.error(
+            &at("max_ttl"),
+            "`max_ttl` must be between 1s and 30 days",
+            "a callback token lives as long as the job it serves, no longer",
+        );
+        ok = false;
+    }
+    let bind = match raw.bind.as_deref().map(crate::exchange::Bind::new) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => {
+            check.error(
+                &at("bind"),
+                format!("`bind` is not a path template: {e}"),
+                "write a template like `/builds/{id}`",
+            );
+            ok = false;
+            None
+        }
+    };
+    ok.then(|| crate::exchange::Rule {
+        name: name.clone(),
+        client: raw.client.clone(),
+        audience: raw.audience.clone(),
+        scopes: raw.scopes.clone(),
+        max_ttl,
+        bind,
+    })
 }

@@ -24,6 +24,40 @@ pub(crate) struct Server {
     pub(crate) signing: Signing,
     #[serde(default)]
     pub(crate) permissions: Option<Permissions>,
+    #[serde(default)]
+    pub(crate) exchange: Option<Exchange>,
+    #[serde(default)]
+    pub(crate) forward_auth: Option<ForwardAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Exchange {
+    /// Clients allowed to call the token endpoint, by `client_id`.
+    pub(crate) clients: BTreeMap<String, ExchangeClient>,
+    /// How many `act` levels an exchanged token may carry.
+    #[serde(default)]
+    pub(crate) max_act_depth: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExchangeClient {
+    #[serde(default)]
+    pub(crate) secret_file: Option<String>,
+    #[serde(default)]
+    pub(crate) secret_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForwardAuth {
+    /// Peers whose original-request headers are believed (CIDRs).
+    #[serde(default)]
+    pub(crate) trusted_peers: Option<Vec<String>>,
+    /// The path prefix under which Envoy's ext_authz sends the original path.
+    #[serde(default)]
+    pub(crate) envoy_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +121,9 @@ pub(crate) enum OnError {
 pub(crate) struct Listen {
     pub(crate) proxy: String,
     pub(crate) admin: String,
+    /// The forward-auth decision listener, for ingress controllers.
+    #[serde(default)]
+    pub(crate) auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +216,22 @@ pub(crate) struct Policy {
     pub(crate) roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
+    /// Token exchange rules.
+    #[serde(default)]
+    pub(crate) exchange: Vec<ExchangeRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExchangeRule {
+    pub(crate) name: String,
+    pub(crate) client: String,
+    pub(crate) audience: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) max_ttl: String,
+    /// A path template the requested `resource` must match; the token is bound to that path.
+    #[serde(default)]
+    pub(crate) bind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

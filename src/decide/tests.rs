@@ -50,6 +50,7 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
     scopes.sort_unstable();
     scopes.dedup();
     Principal {
+        kind: crate::verify::TokenKind::Idp,
         issuer: issuer(combine),
         subject: "alice".into(),
         scopes,

@@ -7,7 +7,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use super::{AuthError, Principal, bearer, principal, token_hash};
+use super::{AuthError, Principal, TokenKind, bearer, principal, token_hash};
 use crate::config::{Combine, IssuerConfig, KeysSource, ScopesFormat};
 
 fn headers(values: &[&[u8]]) -> HeaderMap {
@@ -106,16 +106,41 @@ fn base(extra: Value) -> Map<String, Value> {
 }
 
 fn run(issuer: &Arc<IssuerConfig>, claims: Map<String, Value>) -> Result<Principal, AuthError> {
-    principal(issuer, claims, &token_hash("abc"))
+    principal(issuer, claims, &token_hash("abc"), None)
 }
 
 #[test]
-fn upstream_tokens_are_refused() {
-    let result = run(&space(), base(json!({"token_use": "upstream"})));
-    assert_eq!(result.err(), Some(AuthError::UpstreamToken));
-    // Another `token_use` is not scopegate's.
-    let p = run(&space(), base(json!({"token_use": "access"}))).unwrap();
-    assert_eq!(p.subject, "alice");
+fn scopegate_tokens_are_told_apart_by_token_use() {
+    let own = |claims| principal(&space(), claims, &token_hash("abc"), Some(1));
+    assert_eq!(
+        own(base(json!({"token_use": "upstream"}))).unwrap().kind,
+        TokenKind::Upstream
+    );
+    let exchanged = own(base(json!({"token_use": "exchange", "aud": "api", "bound_path": "/builds/42", "act": {"sub": "job"}}))).unwrap();
+    assert_eq!(
+        exchanged.kind,
+        TokenKind::Exchanged {
+            audience: "api".into(),
+            bound_path: Some("/builds/42".into())
+        }
+    );
+    // Deeper than allowed.
+    let deep = base(
+        json!({"token_use": "exchange", "aud": "api", "act": {"sub": "a", "act": {"sub": "b"}}}),
+    );
+    assert_eq!(own(deep).err(), Some(AuthError::DelegationTooDeep));
+    // Neither kind: not a token scopegate issued.
+    assert_eq!(
+        own(base(json!({"token_use": "access"}))).err(),
+        Some(AuthError::UntrustedIssuer)
+    );
+    // From an identity provider, `token_use` means nothing to scopegate.
+    assert_eq!(
+        run(&space(), base(json!({"token_use": "upstream"})))
+            .unwrap()
+            .kind,
+        TokenKind::Idp
+    );
 }
 
 #[test]

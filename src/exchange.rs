@@ -1,0 +1,433 @@
+//! Token exchange (RFC 8693) at `POST /oauth2/token`: a configured client trades a token
+//! scopegate accepts (from a trusted issuer, or one scopegate minted) for a narrower one — fewer
+//! scopes, one audience, optionally bound to one resource path, and with a lifetime set by the
+//! exchange rule, which may exceed the subject token's (user story 01: a build job calls back
+//! hours later). `act` names the exchanging client, nested when the subject token had one.
+//! Issued tokens are never cached or logged.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::mint::Signing;
+use crate::verify::{Principal, unix_now};
+
+/// `grant_type` of a token exchange.
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The token type scopegate issues.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// `token_use` of exchanged tokens.
+pub const EXCHANGE_TOKEN_USE: &str = "exchange";
+/// The largest form body accepted.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Exchange settings: clients and rules.
+#[derive(Debug)]
+pub struct ExchangeConfig {
+    /// `client_id` to the SHA-256 of its secret.
+    pub clients: HashMap<String, [u8; 32]>,
+    pub rules: Vec<Rule>,
+    pub max_act_depth: usize,
+}
+
+/// Which client may exchange which scopes for which audience, for how long.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub client: String,
+    pub audience: String,
+    pub scopes: Vec<String>,
+    pub max_ttl: Duration,
+    /// When set, a `resource` is required and its path must match this template.
+    pub bind: Option<Bind>,
+}
+
+/// A compiled binding template.
+pub struct Bind {
+    pub template: String,
+    router: matchit::Router<()>,
+}
+
+impl std::fmt::Debug for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Bind").field(&self.template).finish()
+    }
+}
+
+impl Bind {
+    pub fn new(template: &str) -> Result<Self, String> {
+        let mut router = matchit::Router::new();
+        router.insert(template, ()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            template: template.to_string(),
+            router,
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.router.at(path).is_ok()
+    }
+}
+
+/// An RFC 6749 section 5.2 error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {description}")]
+pub struct ExchangeError {
+    pub code: &'static str,
+    pub description: String,
+}
+
+fn err(code: &'static str, description: impl Into<String>) -> ExchangeError {
+    ExchangeError {
+        code,
+        description: description.into(),
+    }
+}
+
+/// The SHA-256 of a client secret, as stored.
+pub fn secret_hash(secret: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref());
+    out
+}
+
+/// The parsed form of a token request.
+#[derive(Debug, Default)]
+pub struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    pub fn parse(body: &[u8]) -> Self {
+        Self {
+            fields: form_urlencoded::parse(body).into_owned().collect(),
+        }
+    }
+
+    /// The one value of `name`; a parameter given twice is an error (RFC 6749 section 3.2).
+    fn one(&self, name: &str) -> Result<Option<&str>, ExchangeError> {
+        let mut values = self
+            .fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(err(
+                "invalid_request",
+                format!("`{name}` is given more than once"),
+            ));
+        }
+        Ok(first.filter(|v| !v.is_empty()))
+    }
+}
+
+impl ExchangeConfig {
+    /// Authenticates the client by `client_secret_basic` or `client_secret_post` (one of them).
+    pub fn authenticate(&self, headers: &HeaderMap, form: &Form) -> Result<String, ExchangeError> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+            });
+        let (id, secret) = match (basic, form.one("client_secret")?) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "invalid_request",
+                    "use one client authentication method, not two",
+                ));
+            }
+            (Some(b), None) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| invalid_client())?;
+                let text = String::from_utf8(decoded).map_err(|_| invalid_client())?;
+                let (id, secret) = text.split_once(':').ok_or_else(invalid_client)?;
+                (form_decode(id), form_decode(secret))
+            }
+            (None, Some(secret)) => (
+                form.one("client_id")?
+                    .ok_or_else(invalid_client)?
+                    .to_string(),
+                secret.to_string(),
+            ),
+            (None, None) => return Err(invalid_client()),
+        };
+        let expected = self.clients.get(&id).ok_or_else(invalid_client)?;
+        // Comparing fixed-size digests in constant time: neither length nor content leaks.
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            &secret_hash(secret.as_bytes()),
+            expected,
+        )
+        .map_err(|_| invalid_client())?;
+        Ok(id)
+    }
+
+    /// Checks a request from `client` for `subject` and returns the claims of the token to issue
+    /// (without `iss`, `iat`, `jti`, which the signer adds) and its lifetime.
+    pub fn grant(
+        &self,
+        client: &str,
+        subject: &Principal,
+        form: &Form,
+    ) -> Result<(Map<String, Value>, Duration), ExchangeError> {
+        match form.one("requested_token_type")? {
+            None | Some(ACCESS_TOKEN_TYPE) => {}
+            Some(other) => {
+                return Err(err(
+                    "invalid_request",
+                    format!("cannot issue `{other}`; only access tokens"),
+                ));
+            }
+        }
+        let candidates: Vec<&Rule> = self.rules.iter().filter(|r| r.client == client).collect();
+        if candidates.is_empty() {
+            return Err(err(
+                "unauthorized_client",
+                "this client may not exchange tokens",
+            ));
+        }
+        let rule = match form.one("audience")? {
+            Some(aud) => candidates
+                .iter()
+                .find(|r| r.audience == aud)
+                .ok_or_else(|| {
+                    err(
+                        "invalid_target",
+                        format!("this client may not obtain tokens for audience `{aud}`"),
+                    )
+                })?,
+            None if candidates.len() == 1 => &candidates[0],
+            None => return Err(err("invalid_target", "name the `audience` of the token")),
+        };
+        let bound_path = match (form.one("resource")?, &rule.bind) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "invalid_target",
+                    "this exchange does not bind tokens to a resource",
+                ));
+            }
+            (None, Some(bind)) => {
+                return Err(err(
+                    "invalid_target",
+                    format!("a `resource` matching `{}` is required", bind.template),
+                ));
+            }
+            (Some(resource), Some(bind)) => {
+                let uri: http::Uri = resource
+                    .parse()
+                    .map_err(|_| err("invalid_target", "`resource` is not a URL"))?;
+                if uri.scheme().is_none() || uri.query().is_some() {
+                    return Err(err(
+                        "invalid_target",
+                        "`resource` must be an absolute URL without a query",
+                    ));
+                }
+                let path = crate::normalize::normalize(uri.path())
+                    .map_err(|e| err("invalid_target", format!("`resource`: {e}")))?;
+                if !bind.matches(&path) {
+                    return Err(err(
+                        "invalid_target",
+                        format!("`resource` does not match `{}`", bind.template),
+                    ));
+                }
+                Some((resource.to_string(), path))
+            }
+        };
+        let requested: Vec<String> = match form.one("scope")? {
+            Some(s) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => rule
+                .scopes
+                .iter()
+                .filter(|s| subject.has_scope(s))
+                .cloned()
+                .collect(),
+        };
+        if requested.is_empty() {
+            return Err(err("invalid_scope", "no scope to grant"));
+        }
+        if let Some(s) = requested.iter().find(|s| !rule.scopes.contains(s)) {
+            return Err(err(
+                "invalid_scope",
+                format!("scope `{s}` may not be exchanged for this audience"),
+            ));
+        }
+        if let Some(s) = requested.iter().find(|s| !subject.has_scope(s)) {
+            return Err(err(
+                "invalid_scope",
+                format!("the subject token does not hold scope `{s}`"),
+            ));
+        }
+        let depth = act_depth(&subject.claims) + 1;
+        if depth > self.max_act_depth {
+            return Err(err(
+                "invalid_grant",
+                format!(
+                    "the delegation chain would be {depth} deep; at most {} is allowed",
+                    self.max_act_depth
+                ),
+            ));
+        }
+        let lifetime =
+            match form.one("expires_in")? {
+                None => rule.max_ttl,
+                Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
+                    err("invalid_request", "`expires_in` is not a number of seconds")
+                })?)
+                .min(rule.max_ttl),
+            };
+        if lifetime.is_zero() {
+            return Err(err("invalid_request", "`expires_in` must be positive"));
+        }
+        let mut scopes = requested;
+        scopes.sort_unstable();
+        scopes.dedup();
+        let mut act = json!({"sub": client});
+        if let Some(previous) = subject.claims.get("act") {
+            act["act"] = previous.clone();
+        }
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String(subject.subject.clone()));
+        claims.insert("aud".into(), Value::String(rule.audience.clone()));
+        claims.insert("scope".into(), Value::String(scopes.join(" ")));
+        claims.insert("act".into(), act);
+        claims.insert("token_use".into(), Value::String(EXCHANGE_TOKEN_USE.into()));
+        if let Some(c) = crate::mint::client_id(subject) {
+            claims.insert("client_id".into(), Value::String(c.to_string()));
+        }
+        if let Some(org) = subject.claims.get("org_id").filter(|v| v.is_string()) {
+            claims.insert("org_id".into(), org.clone());
+        }
+        if let Some((resource, path)) = bound_path {
+            claims.insert("resource".into(), Value::String(resource));
+            claims.insert("bound_path".into(), Value::String(path));
+        }
+        Ok((claims, lifetime))
+    }
+}
+
+/// How many `act` levels a token's claims carry.
+pub fn act_depth(claims: &Map<String, Value>) -> usize {
+    let mut depth = 0;
+    let mut act = claims.get("act");
+    while let Some(Value::Object(a)) = act {
+        depth += 1;
+        act = a.get("act");
+    }
+    depth
+}
+
+fn invalid_client() -> ExchangeError {
+    err("invalid_client", "client authentication failed")
+}
+
+/// `application/x-www-form-urlencoded` decoding of one Basic credential part (RFC 6749 2.3.1).
+fn form_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Validates the request's framing: `grant_type` and `subject_token_type`; returns the subject token.
+pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
+    match form.one("grant_type")? {
+        Some(GRANT_TYPE) => {}
+        Some(other) => {
+            return Err(err(
+                "unsupported_grant_type",
+                format!("`{other}` is not supported; use token exchange"),
+            ));
+        }
+        None => return Err(err("invalid_request", "`grant_type` is missing")),
+    }
+    match form.one("subject_token_type")? {
+        Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
+        Some(other) => {
+            return Err(err(
+                "invalid_request",
+                format!("subject token type `{other}` is not supported"),
+            ));
+        }
+        None => return Err(err("invalid_request", "`subject_token_type` is missing")),
+    }
+    if form.one("actor_token")?.is_some() {
+        return Err(err(
+            "invalid_request",
+            "actor tokens are not supported; the authenticated client is the actor",
+        ));
+    }
+    form.one("subject_token")?
+        .ok_or_else(|| err("invalid_request", "`subject_token` is missing"))
+}
+
+/// Signs the granted claims.
+pub fn issue(
+    signing: &Signing,
+    mut claims: Map<String, Value>,
+    lifetime: Duration,
+) -> Result<Value, ExchangeError> {
+    let key = signing
+        .keys
+        .first()
+        .ok_or_else(|| err("server_error", "no signing key"))?;
+    let now = unix_now();
+    let jti = crate::mint::random_id().ok_or_else(|| err("server_error", "no randomness"))?;
+    claims.insert("iss".into(), Value::String(signing.issuer.clone()));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + lifetime.as_secs()));
+    claims.insert("jti".into(), Value::String(jti));
+    let scope = claims.get("scope").cloned().unwrap_or(Value::Null);
+    let token = key
+        .sign("at+jwt", &claims)
+        .map_err(|_| err("server_error", "signing failed"))?;
+    Ok(json!({
+        "access_token": token,
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": lifetime.as_secs(),
+        "scope": scope,
+    }))
+}
+
+/// The JSON answer for a success or an error, never cached.
+pub fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
+    let (status, body, basic) = match result {
+        Ok(v) => (StatusCode::OK, v, false),
+        Err(e) => {
+            let status = if e.code == "invalid_client" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (
+                status,
+                json!({"error": e.code, "error_description": e.description}),
+                e.code == "invalid_client",
+            )
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::PRAGMA, "no-cache");
+    if basic {
+        builder = builder.header(header::WWW_AUTHENTICATE, r#"Basic realm="scopegate""#);
+    }
+    builder
+        .body(Bytes::from(body.to_string()))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
