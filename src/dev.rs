@@ -42,6 +42,9 @@ pub const DATA: &[(&str, &str)] = &[
     ),
 ];
 
+/// The development secret of the demo `builds-api` exchange client.
+pub const DEV_CLIENT_SECRET: &str = "dev-builds-api-secret-not-for-production";
+
 /// The audience the demo issuer's tokens carry and the demo gateway accepts.
 pub const DEMO_AUDIENCE: &str = "scopegate-demo";
 
@@ -81,6 +84,8 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DevError> 
     for (name, text) in DATA {
         std::fs::write(data_dir.join(name), text)?;
     }
+    // The token-exchange client secret of the demo builds API.
+    std::fs::write(data_dir.join("builds-api.secret"), DEV_CLIENT_SECRET)?;
     let server = Source {
         path: PathBuf::from("<dev>/scopegate.yaml"),
         text: server_yaml(listen, admin, &issuer, echo),
@@ -118,6 +123,9 @@ signing:
   keys: [{{ kid: dev-signing, alg: ES256, generate: true }}]
 permissions:
   files: [builds.yaml, organizations.yaml, countries.yaml]
+exchange:
+  clients:
+    builds-api: {{ secret_file: builds-api.secret }}
 issuers:
   dev:
     issuer: {url}

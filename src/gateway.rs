@@ -373,16 +373,15 @@ impl Gateway {
             Access::Public => None,
             Access::Scopes(_) => Some(self.verifier.authenticate(target.headers).await?),
         };
+        // An exchanged token is good only on routes of its audience, and on its bound path.
         if let Some(TokenKind::Exchanged {
             audience,
             bound_path,
         }) = principal.as_deref().map(|p| &p.kind)
+            && (*audience != route.upstream.audience
+                || bound_path.as_ref().is_some_and(|b| *b != path))
         {
-            if *audience != route.upstream.audience
-                || bound_path.as_ref().is_some_and(|b| *b != path)
-            {
-                return Err(Rejection::WrongResource);
-            }
+            return Err(Rejection::WrongResource);
         }
         let organization = match &route.organization {
             None => None,

@@ -21,8 +21,14 @@ fn the_example_config_and_every_shipped_policy_pass() {
     assert!(out.contains("kid: scopegate-1"), "{out}");
     let example = std::fs::read_to_string(repo().join("deploy/scopegate.yaml")).unwrap();
     let policies = repo().join("policies");
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(
+        dir.join("secrets/builds-api"),
+        "a-long-enough-client-secret\n",
+    )
+    .unwrap();
     let copy = example
-        .replace("/etc/scopegate/keys/", &format!("{}/keys/", dir.display()))
+        .replace("/etc/scopegate/", &format!("{}/", dir.display()))
         .replace("../policies", policies.to_str().unwrap());
     let server = dir.join("scopegate.yaml");
     std::fs::write(&server, copy).unwrap();
@@ -43,8 +49,9 @@ fn the_example_config_and_every_shipped_policy_pass() {
                 "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: [\"{}\"]\n\
                  signing: {{ issuer: \"https://gw.example.com\", keys: [{{ kid: k, file: keys/scopegate-1.pem }}] }}\n\
                  permissions: {{ files: [\"{data}/builds.yaml\", \"{data}/organizations.yaml\", \"{data}/countries.yaml\"] }}\n\
+                 exchange: {{ clients: {{ builds-api: {{ secret_file: secrets/builds-api }} }} }}\n\
                  issuers:\n  corp: {{ issuer: \"https://idp.example.com/\", jwks_url: \"https://idp.example.com/jwks\", audiences: [api] }}\n\
-                 upstreams:\n  demo: {{ url: \"http://127.0.0.1:3000\" }}\n  builds-api: {{ url: \"http://127.0.0.1:3000\" }}\n\
+                 upstreams:\n  demo: {{ url: \"http://127.0.0.1:3000\" }}\n  builds-api: {{ url: \"http://127.0.0.1:3000\", audience: \"https://builds.example.com\" }}\n\
                  \x20 projects-api: {{ url: \"http://127.0.0.1:3000\" }}\n  shipments-api: {{ url: \"http://127.0.0.1:3000\" }}\n",
                 policy.display(),
                 data = policies.join("data").display(),

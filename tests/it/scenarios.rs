@@ -176,7 +176,10 @@ async fn organization_from_a_token_claim() {
             .await,
     );
     assert_eq!(created["org_id"], "buildco");
-    assert_eq!(created["scope"], "create:builds");
+    assert_eq!(
+        created["scope"], "create:builds read:builds",
+        "builds-create forwards every effective scope"
+    );
     c.as_object_mut().unwrap().remove("org_id");
     let a = h
         .call(Method::POST, "/builds", &h.sign("ec", &c), &[])

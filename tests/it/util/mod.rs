@@ -170,6 +170,10 @@ impl Harness {
         format!("http://{}{}", self.gateway.proxy_addr, path)
     }
 
+    pub fn auth_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.auth_addr.unwrap(), path)
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.gateway.admin_addr, path)
     }
@@ -233,7 +237,7 @@ fn server_source(issuer: &DevIssuer, echo: SocketAddr, proxy: SocketAddr, o: &Op
     };
     let text = format!(
         r#"
-listen: {{ proxy: "{proxy}", admin: "127.0.0.1:0" }}
+listen: {{ proxy: "{proxy}", admin: "127.0.0.1:0", auth: "127.0.0.1:0" }}
 policies: [policy.yaml]
 {signing}
 {server_extra}
@@ -284,9 +288,28 @@ pub fn scenario(policies: &[&str]) -> Options {
         .collect();
     Options {
         more_policies: more,
-        server_extra: "permissions: { files: [policies/data/builds.yaml, policies/data/organizations.yaml, policies/data/countries.yaml] }".into(),
+        server_extra: format!(
+            "permissions: {{ files: [policies/data/builds.yaml, policies/data/organizations.yaml, policies/data/countries.yaml] }}\n\
+             exchange: {{ clients: {{ builds-api: {{ secret_file: \"{}\" }} }}, max_act_depth: 1 }}",
+            client_secret_file().display()
+        ),
         ..Options::default()
     }
+}
+
+/// The secret of the `builds-api` exchange client in scenario gateways.
+pub const CLIENT_SECRET: &str = "builds-api-secret-for-tests";
+
+/// A file holding [`CLIENT_SECRET`].
+pub fn client_secret_file() -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "scopegate-test-client-secret-{}",
+        std::process::id()
+    ));
+    if !path.exists() {
+        std::fs::write(&path, CLIENT_SECRET).unwrap();
+    }
+    path
 }
 
 /// An address nothing listens on.

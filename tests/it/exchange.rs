@@ -1,0 +1,324 @@
+//! Token exchange (RFC 8693): user story 01 played whole, and each way an exchange is refused.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::util::{Answer, CLIENT_SECRET, Harness, now, scenario};
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+fn form(fields: &[(&str, &str)]) -> Bytes {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        f.append_pair(k, v);
+    }
+    Bytes::from(f.finish())
+}
+
+/// `POST /oauth2/token` as the builds API, with `subject_token` and `extra` fields.
+async fn exchange(h: &Harness, subject_token: &str, extra: &[(&str, &str)]) -> Answer {
+    let mut fields = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", subject_token),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+    ];
+    fields.extend_from_slice(extra);
+    let auth = basic("builds-api", CLIENT_SECRET);
+    h.client
+        .send(
+            Method::POST,
+            &h.url("/oauth2/token"),
+            &[FORM, ("authorization", &auth)],
+            form(&fields),
+        )
+        .await
+}
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The user's token: alice in buildco, valid for `secs`.
+fn user_token(h: &Harness, secs: i64) -> String {
+    let mut c = h.claims("read:builds create:builds update:builds");
+    c["org_id"] = json!("buildco");
+    c["exp"] = json!(now() + secs);
+    h.sign("ec", &c)
+}
+
+#[tokio::test]
+async fn story_01_a_build_job_calls_back_after_the_users_token_expired() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let user = user_token(&h, 3);
+
+    // 1. The user starts a build through the gateway; the API receives a minted token.
+    let created = h.call(Method::POST, "/builds", &user, &[]).await;
+    assert_eq!(created.status, StatusCode::OK);
+    let received = created.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+
+    // 2. The API exchanges the token it received for a callback token for build 42 only.
+    let a = exchange(
+        &h,
+        &received,
+        &[
+            ("scope", "update:builds"),
+            ("audience", "https://builds.example.com"),
+            ("resource", "https://api.example.com/builds/42"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.header("cache-control"), "no-store");
+    let answer = a.json();
+    assert_eq!(
+        answer["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["scope"], "update:builds");
+    assert_eq!(
+        answer["expires_in"],
+        6 * 3600,
+        "the rule's lifetime, beyond the user's token"
+    );
+    let callback = answer["access_token"].as_str().unwrap().to_string();
+    let c = claims_of(&callback);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["act"], json!({"sub": "builds-api"}));
+    assert_eq!(c["aud"], "https://builds.example.com");
+    assert_eq!(c["bound_path"], "/builds/42");
+
+    // 3. The user's token expires.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        h.call(Method::PUT, "/builds/42", &user, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // 4. Hours later (here: seconds), the job calls back with the exchanged token.
+    let done = h.call(Method::PUT, "/builds/42", &callback, &[]).await;
+    assert_eq!(
+        done.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    let echo = done.json();
+    assert_eq!(echo["token_verified"], true, "{}", echo["token_error"]);
+    let minted = &echo["token_claims"];
+    assert_eq!(minted["sub"], "alice", "the upstream sees the user");
+    assert_eq!(minted["scope"], "update:builds");
+    assert_eq!(minted["token_use"], "upstream");
+    assert_ne!(
+        echo["headers"]["authorization"].as_str().unwrap(),
+        format!("Bearer {callback}"),
+        "a fresh minted token, not the callback token"
+    );
+
+    // 5. The callback token opens only its own build.
+    let other = h.call(Method::PUT, "/builds/43", &callback, &[]).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.code(), "wrong_resource");
+    assert_eq!(
+        h.call(Method::GET, "/builds/42", &callback, &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "nor another scope"
+    );
+}
+
+#[tokio::test]
+async fn exchange_refusals_follow_rfc_6749() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let user = user_token(&h, 300);
+    let bound = [
+        ("audience", "https://builds.example.com"),
+        ("resource", "https://api.example.com/builds/42"),
+    ];
+
+    // A scope the subject token lacks.
+    let mut c = h.claims("read:builds");
+    c["org_id"] = json!("buildco");
+    let a = exchange(
+        &h,
+        &h.sign("ec", &c),
+        &[bound[0], bound[1], ("scope", "update:builds")],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    // A scope the rule does not allow.
+    let a = exchange(&h, &user, &[bound[0], bound[1], ("scope", "create:builds")]).await;
+    assert_eq!(a.json()["error"], "invalid_scope");
+    // A wrong client secret: 401 invalid_client with a Basic challenge.
+    let fields = form(&[
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", &user),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+    ]);
+    let a = h
+        .client
+        .send(
+            Method::POST,
+            &h.url("/oauth2/token"),
+            &[FORM, ("authorization", &basic("builds-api", "wrong"))],
+            fields.clone(),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.json()["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    assert!(a.header("www-authenticate").starts_with("Basic"));
+    // client_secret_post works as well as Basic.
+    let mut post = fields.to_vec();
+    post.extend_from_slice(format!("&client_id=builds-api&client_secret={CLIENT_SECRET}&audience=https%3A%2F%2Fbuilds.example.com&resource=https%3A%2F%2Fapi.example.com%2Fbuilds%2F7").as_bytes());
+    let a = h
+        .client
+        .send(
+            Method::POST,
+            &h.url("/oauth2/token"),
+            &[FORM],
+            Bytes::from(post),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    // Lifetime above the rule's cap is capped; below it is honored.
+    let a = exchange(&h, &user, &[bound[0], bound[1], ("expires_in", "99999999")]).await;
+    assert_eq!(a.json()["expires_in"], 6 * 3600);
+    let a = exchange(&h, &user, &[bound[0], bound[1], ("expires_in", "600")]).await;
+    assert_eq!(a.json()["expires_in"], 600);
+    // A resource outside the binding template, an unknown audience, a wrong grant type.
+    let a = exchange(
+        &h,
+        &user,
+        &[bound[0], ("resource", "https://api.example.com/orgs/1")],
+    )
+    .await;
+    assert_eq!(a.json()["error"], "invalid_target");
+    let a = exchange(&h, &user, &[("audience", "https://elsewhere.example.com")]).await;
+    assert_eq!(a.json()["error"], "invalid_target");
+    let a = h
+        .client
+        .send(
+            Method::POST,
+            &h.url("/oauth2/token"),
+            &[FORM, ("authorization", &basic("builds-api", CLIENT_SECRET))],
+            form(&[("grant_type", "client_credentials")]),
+        )
+        .await;
+    assert_eq!(a.json()["error"], "unsupported_grant_type");
+    // An invalid subject token.
+    let a = exchange(&h, "not-a-token", &bound).await;
+    assert_eq!(a.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn act_chains_deeper_than_configured_are_refused() {
+    // Scenario gateways allow one `act` level.
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let bound = [
+        ("audience", "https://builds.example.com"),
+        ("resource", "https://api.example.com/builds/42"),
+    ];
+    let once = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Exchanging the exchanged token again would make the chain two deep.
+    let a = exchange(&h, &once, &bound).await;
+    assert_eq!(a.json()["error"], "invalid_grant");
+    assert!(
+        a.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("delegation chain")
+    );
+}
+
+#[tokio::test]
+async fn a_token_minted_for_an_upstream_never_opens_the_front_door() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let created = h
+        .call(Method::POST, "/builds", &user_token(&h, 300), &[])
+        .await;
+    let leaked = created.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    assert_eq!(claims_of(&leaked)["token_use"], "upstream");
+    let a = h.call(Method::POST, "/builds", &leaked, &[]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        a.header("www-authenticate")
+            .contains("issued for an upstream"),
+        "{}",
+        a.header("www-authenticate")
+    );
+}
+
+#[tokio::test]
+async fn the_discovery_document_names_the_token_endpoint() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let doc = h
+        .client
+        .send(
+            Method::GET,
+            &h.url("/.well-known/openid-configuration"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        doc["token_endpoint"],
+        format!("http://{}/oauth2/token", h.gateway.proxy_addr)
+    );
+}
