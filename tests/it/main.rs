@@ -16,7 +16,6 @@ mod util;
 mod admin;
 mod auth;
 mod check;
-mod deploy;
 mod dev;
 mod exchange;
 mod forward;
