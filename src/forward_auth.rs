@@ -22,6 +22,19 @@ pub struct ForwardAuthConfig {
     pub trusted_peers: Vec<IpNet>,
     /// Where Envoy's ext_authz puts the original path (`/envoy/orgs/1` is `/orgs/1`).
     pub envoy_prefix: String,
+    /// The one convention to accept; `None` detects it per request.
+    pub convention: Option<Convention>,
+}
+
+/// How an ingress describes the original request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// `X-Original-Method` + `X-Original-URI` (or `X-Original-URL`).
+    Nginx,
+    /// `X-Forwarded-Method` + `X-Forwarded-Uri` + `X-Forwarded-Host` (Traefik, Caddy).
+    Traefik,
+    /// The check request's own method and path, under `envoy_prefix`.
+    Envoy,
 }
 
 impl Default for ForwardAuthConfig {
@@ -32,6 +45,7 @@ impl Default for ForwardAuthConfig {
                 .filter_map(|n| n.parse().ok())
                 .collect(),
             envoy_prefix: "/envoy".to_string(),
+            convention: None,
         }
     }
 }
@@ -97,41 +111,36 @@ impl ForwardAuthConfig {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        if let Some(url) = one(headers, "x-original-url")? {
-            let uri: Uri = url
-                .parse()
-                .map_err(|_| OriginalError::Malformed("x-original-url"))?;
-            return Ok(Original {
-                method: method(one(headers, "x-original-method")?, "x-original-method")?,
-                host: uri.host().map(str::to_string),
-                uri: path_only(&uri, "x-original-url")?,
-                convention: "nginx",
-            });
+        let nginx =
+            headers.contains_key("x-original-url") || headers.contains_key("x-original-uri");
+        let traefik = headers.contains_key("x-forwarded-uri");
+        // Traefik and Caddy pass the client's own headers into the check request, and nginx may
+        // too: a client could add the other family's headers to describe a request it is not
+        // making. Both families at once is therefore refused, never guessed.
+        let convention = match (self.convention, nginx, traefik) {
+            (_, true, true) => {
+                return Err(OriginalError::Malformed(
+                    "both x-original-* and x-forwarded-uri",
+                ));
+            }
+            (Some(pinned), _, _) => pinned,
+            (None, true, false) => Convention::Nginx,
+            (None, false, true) => Convention::Traefik,
+            (None, false, false) => Convention::Envoy,
+        };
+        match convention {
+            Convention::Nginx => nginx_original(headers, host_header),
+            Convention::Traefik => traefik_original(headers),
+            Convention::Envoy => self.envoy_original(method_, uri, host_header),
         }
-        if let Some(raw) = one(headers, "x-original-uri")? {
-            let uri: Uri = raw
-                .parse()
-                .map_err(|_| OriginalError::Malformed("x-original-uri"))?;
-            return Ok(Original {
-                method: method(one(headers, "x-original-method")?, "x-original-method")?,
-                uri: path_only(&uri, "x-original-uri")?,
-                host: one(headers, "x-forwarded-host")?
-                    .map(str::to_string)
-                    .or(host_header),
-                convention: "nginx",
-            });
-        }
-        if let Some(raw) = one(headers, "x-forwarded-uri")? {
-            let uri: Uri = raw
-                .parse()
-                .map_err(|_| OriginalError::Malformed("x-forwarded-uri"))?;
-            return Ok(Original {
-                method: method(one(headers, "x-forwarded-method")?, "x-forwarded-method")?,
-                uri: path_only(&uri, "x-forwarded-uri")?,
-                host: one(headers, "x-forwarded-host")?.map(str::to_string),
-                convention: "traefik",
-            });
-        }
+    }
+
+    fn envoy_original(
+        &self,
+        method_: &Method,
+        uri: &Uri,
+        host_header: Option<String>,
+    ) -> Result<Original, OriginalError> {
         let rest = uri
             .path()
             .strip_prefix(self.envoy_prefix.as_str())
@@ -148,6 +157,49 @@ impl ForwardAuthConfig {
             convention: "envoy",
         })
     }
+}
+
+fn nginx_original(
+    headers: &HeaderMap,
+    host_header: Option<String>,
+) -> Result<Original, OriginalError> {
+    if let Some(url) = one(headers, "x-original-url")? {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| OriginalError::Malformed("x-original-url"))?;
+        return Ok(Original {
+            method: method(one(headers, "x-original-method")?, "x-original-method")?,
+            host: uri.host().map(str::to_string),
+            uri: path_only(&uri, "x-original-url")?,
+            convention: "nginx",
+        });
+    }
+    let raw = one(headers, "x-original-uri")?.ok_or(OriginalError::Malformed("x-original-uri"))?;
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| OriginalError::Malformed("x-original-uri"))?;
+    Ok(Original {
+        method: method(one(headers, "x-original-method")?, "x-original-method")?,
+        uri: path_only(&uri, "x-original-uri")?,
+        host: one(headers, "x-forwarded-host")?
+            .map(str::to_string)
+            .or(host_header),
+        convention: "nginx",
+    })
+}
+
+fn traefik_original(headers: &HeaderMap) -> Result<Original, OriginalError> {
+    let raw =
+        one(headers, "x-forwarded-uri")?.ok_or(OriginalError::Malformed("x-forwarded-uri"))?;
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| OriginalError::Malformed("x-forwarded-uri"))?;
+    Ok(Original {
+        method: method(one(headers, "x-forwarded-method")?, "x-forwarded-method")?,
+        uri: path_only(&uri, "x-forwarded-uri")?,
+        host: one(headers, "x-forwarded-host")?.map(str::to_string),
+        convention: "traefik",
+    })
 }
 
 /// The origin-form part of a URI (path and query), refusing anything else.

@@ -1227,6 +1227,21 @@ fn forward_auth(
             })
             .collect();
     }
+    use crate::forward_auth::Convention;
+    config.convention = match raw.convention.as_deref() {
+        None | Some("auto") => None,
+        Some("nginx") => Some(Convention::Nginx),
+        Some("traefik") | Some("caddy") => Some(Convention::Traefik),
+        Some("envoy") => Some(Convention::Envoy),
+        Some(other) => {
+            check.error(
+                &[Step::Key("forward_auth"), Step::Key("convention")],
+                format!("`{other}` is not a forward-auth convention"),
+                "write `auto`, `nginx`, `traefik` (also Caddy) or `envoy`",
+            );
+            None
+        }
+    };
     if let Some(prefix) = &raw.envoy_prefix {
         if !prefix.starts_with('/')
             || prefix.ends_with('/')

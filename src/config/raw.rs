@@ -58,6 +58,9 @@ pub(crate) struct ForwardAuth {
     /// The path prefix under which Envoy's ext_authz sends the original path.
     #[serde(default)]
     pub(crate) envoy_prefix: Option<String>,
+    /// `auto` (default), `nginx`, `traefik` or `envoy`.
+    #[serde(default)]
+    pub(crate) convention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

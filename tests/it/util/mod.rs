@@ -7,6 +7,7 @@
     reason = "each test module uses a different subset of the helpers"
 )]
 
+pub mod ingress;
 pub mod perms;
 
 use std::convert::Infallible;
