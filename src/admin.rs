@@ -5,22 +5,22 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::gateway::Gateway;
+use crate::serve::Shared;
 
 /// Answers one admin request.
-pub fn handle<B>(gateway: &Gateway, request: &Request<B>) -> Response<Full<Bytes>> {
+pub fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if gateway.ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" if shared.ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "not ready: an issuer's keys are not loaded\n".to_string(),
+            "not ready: shutting down, or an issuer's keys are not loaded\n".to_string(),
         ),
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            gateway.metrics.render(),
+            shared.gateway().metrics.render(),
         ),
         _ => (
             StatusCode::NOT_FOUND,

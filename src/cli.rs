@@ -71,18 +71,26 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
-            let config = match crate::config::load(&config) {
+        Command::Serve { config: path } => {
+            let config = match crate::config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
+            let watched = config.watched.clone();
             match crate::serve::start(config).await {
                 Ok(running) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    running.shutdown();
+                    crate::reload::spawn(
+                        running.shared.clone(),
+                        path,
+                        watched,
+                        std::time::Duration::from_secs(2),
+                    );
+                    terminated().await;
+                    tracing::info!("shutting down: draining open requests");
+                    running.shutdown().await;
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -140,4 +148,20 @@ fn keygen(alg: &str, out: &std::path::Path, kid: Option<String>) -> anyhow::Resu
         path.display(),
         path.display()
     ))
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -105,7 +105,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DevError> 
     );
     let _ = tokio::signal::ctrl_c().await;
     let _ = stop.send(true);
-    running.shutdown();
+    running.shutdown().await;
     Ok(())
 }
 

@@ -41,7 +41,7 @@ impl DevIssuer {
         let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(State::default());
         let (s, u) = (state.clone(), url.clone());
-        crate::serve::spawn_listener(listener, None, shutdown, move |req, _| {
+        crate::serve::spawn_listener(listener, None, shutdown, None, move |req, _| {
             let answer = answer(&s, &u, req.uri().path());
             async move { Ok::<_, Infallible>(answer) }
         });

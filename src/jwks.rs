@@ -164,6 +164,11 @@ impl IssuerKeys {
         }
     }
 
+    /// Starts with `keys` (from the gateway this one replaces), before any fetch.
+    pub fn seed(&self, keys: Arc<KeySet>) {
+        self.current.store(Some(keys));
+    }
+
     /// The keys now in use, if any were ever loaded.
     pub fn snapshot(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()

@@ -25,6 +25,7 @@ pub mod org;
 pub mod permissions;
 pub mod proxy;
 pub mod reject;
+pub mod reload;
 pub mod route;
 pub mod serve;
 pub mod verify;

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric scopegate exports.
@@ -29,6 +29,12 @@ pub struct Metrics {
     pub tokens_minted: IntCounter,
     /// Minted tokens reused from the cache.
     pub mint_cache_hits: IntCounter,
+    /// Configuration reloads by result (`ok`/`error`).
+    pub config_reloads: IntCounterVec,
+    /// Unix time of the last successful (re)load.
+    pub config_last_reload: IntGauge,
+    /// Requests or connections refused by a limit, by limit.
+    pub limit_rejections: IntCounterVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -74,6 +80,9 @@ impl Metrics {
             permissions_backend_errors: register(&r, IntCounter::new("scopegate_permissions_backend_errors_total", "Permissions backend failures.")),
             tokens_minted: register(&r, IntCounter::new("scopegate_tokens_minted_total", "Tokens signed for upstreams.")),
             mint_cache_hits: register(&r, IntCounter::new("scopegate_mint_cache_hits_total", "Minted tokens reused from the cache.")),
+            config_reloads: register(&r, IntCounterVec::new(Opts::new("scopegate_config_reloads_total", "Configuration reloads by result."), &["result"])),
+            config_last_reload: register(&r, IntGauge::new("scopegate_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")),
+            limit_rejections: register(&r, IntCounterVec::new(Opts::new("scopegate_limit_rejections_total", "Requests or connections refused by a limit."), &["limit"])),
             registry: r,
         }
     }

@@ -37,6 +37,8 @@ pub struct Config {
     /// Token exchange, when clients are configured.
     pub exchange: Option<Arc<crate::exchange::ExchangeConfig>>,
     pub forward_auth: crate::forward_auth::ForwardAuthConfig,
+    /// Files and folders whose change triggers a reload (empty for configs built from text).
+    pub watched: Vec<PathBuf>,
 }
 
 /// Role name to scopes.
@@ -59,7 +61,7 @@ pub enum Combine {
 }
 
 /// Listener addresses.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
@@ -119,6 +121,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// `aud` of tokens minted for this upstream.
     pub audience: String,
+    /// Requests in flight to it at most.
+    pub max_concurrency: usize,
 }
 
 /// Size and cache bounds.
@@ -127,6 +131,10 @@ pub struct Limits {
     pub max_token_bytes: usize,
     pub token_cache_entries: u64,
     pub mint_cache_entries: u64,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 /// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
@@ -190,8 +198,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             ),
         }
     }
+    let mut watched = vec![path.to_path_buf()];
+    watched.extend(raw.policies.iter().map(|p| base.join(p)));
+    watched.extend(policies.iter().map(|p| p.path.clone()));
+    watched.extend(
+        raw.signing
+            .keys
+            .iter()
+            .filter_map(|k| k.file.as_ref())
+            .map(|f| base.join(f)),
+    );
+    watched.extend(
+        raw.tls
+            .iter()
+            .flat_map(|t| [base.join(&t.cert), base.join(&t.key)]),
+    );
     match from_parsed(&server, raw, &base, &policies) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(mut config) if errors.is_empty() => {
+            config.watched = watched;
+            Ok(config)
+        }
         Ok(_) => Err(ConfigErrors(errors)),
         Err(ConfigErrors(more)) => {
             errors.extend(more);
@@ -345,6 +371,22 @@ fn from_parsed(
         max_token_bytes: raw.limits.max_token_bytes.unwrap_or(8 * 1024),
         token_cache_entries: raw.limits.token_cache_entries.unwrap_or(10_000),
         mint_cache_entries: raw.limits.mint_cache_entries.unwrap_or(10_000),
+        max_header_bytes: raw
+            .limits
+            .max_header_bytes
+            .unwrap_or(64 * 1024)
+            .max(8 * 1024),
+        max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
+        header_read_timeout: check.duration(
+            &[Step::Key("limits"), Step::Key("header_read_timeout")],
+            raw.limits.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        shutdown_grace: check.duration(
+            &[Step::Key("limits"), Step::Key("shutdown_grace")],
+            raw.limits.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
     };
     let signing = signing(&mut check, base, &raw.signing);
     let permissions = raw
@@ -452,6 +494,7 @@ fn from_parsed(
                 })
             }),
             forward_auth,
+            watched: Vec::new(),
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -735,6 +778,7 @@ fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<Up
             Duration::from_secs(30),
         ),
         audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
+        max_concurrency: raw.max_concurrency.unwrap_or(1024).max(1),
     })
 }
 

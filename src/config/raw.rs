@@ -197,6 +197,9 @@ pub(crate) struct Upstream {
     /// `aud` of the tokens minted for this upstream (default: the upstream's name).
     #[serde(default)]
     pub(crate) audience: Option<String>,
+    /// Requests in flight to this upstream at most (503 beyond).
+    #[serde(default)]
+    pub(crate) max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +211,18 @@ pub(crate) struct Limits {
     pub(crate) token_cache_entries: Option<u64>,
     #[serde(default)]
     pub(crate) mint_cache_entries: Option<u64>,
+    /// Request header bytes (431 beyond).
+    #[serde(default)]
+    pub(crate) max_header_bytes: Option<usize>,
+    /// Open connections per listener (503 beyond).
+    #[serde(default)]
+    pub(crate) max_connections: Option<usize>,
+    /// Time to receive a request's headers (slow-loris bound; 408).
+    #[serde(default)]
+    pub(crate) header_read_timeout: Option<String>,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[serde(default)]
+    pub(crate) shutdown_grace: Option<String>,
 }
 
 /// One `policies/*.yaml` file.

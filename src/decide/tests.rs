@@ -81,6 +81,7 @@ fn route(access: Access) -> Route {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             audience: "u".into(),
+            max_concurrency: 8,
         }),
         access,
         organization: None,

@@ -20,6 +20,7 @@ fn route(name: &str, method: Option<Method>, host: Option<&str>, path: &str) -> 
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             audience: "u".into(),
+            max_concurrency: 8,
         }),
         access: Access::Public,
         organization: None,

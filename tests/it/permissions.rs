@@ -160,7 +160,7 @@ async fn the_permissions_cache_is_bounded() {
     }
     let cached = h
         .gateway
-        .gateway
+        .gateway()
         .permissions()
         .unwrap()
         .cached_entries()

@@ -36,7 +36,7 @@ impl PermsApi {
         let url = format!("http://{}/v1/permissions", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
         let s = state.clone();
-        scopegate::serve::spawn_listener(listener, None, stopped, move |req, _| {
+        scopegate::serve::spawn_listener(listener, None, stopped, None, move |req, _| {
             let s = s.clone();
             async move {
                 s.calls.fetch_add(1, Ordering::SeqCst);
