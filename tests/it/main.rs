@@ -21,6 +21,7 @@ mod dev;
 mod exchange;
 mod forward;
 mod forward_auth;
+mod operate;
 mod paths;
 mod permissions;
 mod scenarios;

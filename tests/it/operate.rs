@@ -1,0 +1,422 @@
+//! Day two: hot reload under load, graceful shutdown of the real binary, and the limits.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use jsonwebtoken::Algorithm;
+use scopegate::dev_issuer::DevIssuer;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::util::{TestClient, closed_port, now};
+
+/// A configuration on disk: issuer, echo upstream, and a server file in a fresh folder.
+struct OnDisk {
+    dir: std::path::PathBuf,
+    issuer: DevIssuer,
+    echo: SocketAddr,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    _stop: watch::Sender<bool>,
+}
+
+impl OnDisk {
+    async fn new(name: &str, limits: &str) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let issuer = DevIssuer::start(stopped.clone()).await.unwrap();
+        issuer.add_key("ec", Algorithm::ES256).unwrap();
+        let echo = scopegate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped)
+            .await
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "scopegate-{name}-{}-{}",
+            std::process::id(),
+            closed_port().port()
+        ));
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        let (proxy, admin) = (closed_port(), closed_port());
+        let server = format!(
+            "listen: {{ proxy: \"{proxy}\", admin: \"{admin}\" }}\npolicies: [policies]\n\
+             signing: {{ issuer: \"http://{proxy}\", keys: [{{ kid: k, generate: true }}] }}\n\
+             issuers:\n  t: {{ issuer: \"{}\", jwks_url: \"{}\", audiences: [api], algorithms: [ES256] }}\n\
+             upstreams:\n  echo: {{ url: \"http://{echo}\" }}\n{limits}\n",
+            issuer.url,
+            issuer.jwks_url()
+        );
+        std::fs::write(dir.join("scopegate.yaml"), server).unwrap();
+        Self {
+            dir,
+            issuer,
+            echo,
+            proxy,
+            admin,
+            _stop: stop,
+        }
+    }
+
+    fn token(&self, scope: &str) -> String {
+        let n = now();
+        self.issuer.sign("ec", &json!({"iss": self.issuer.url, "sub": "alice", "aud": "api", "scope": scope, "iat": n, "exp": n + 600})).unwrap()
+    }
+
+    /// Replaces the policy file atomically (write, then rename), as a ConfigMap update does.
+    fn write_policy(&self, text: &str) {
+        let tmp = self.dir.join("policy.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.join("policies/p.yaml")).unwrap();
+    }
+
+    fn server_file(&self) -> std::path::PathBuf {
+        self.dir.join("scopegate.yaml")
+    }
+}
+
+/// A valid policy whose minted `scope` tells which version decided; or an invalid one.
+fn policy(version: usize) -> String {
+    if version % 2 == 1 {
+        return "routes:\n  - name: r\n    match: { path: /r }\n    upstream: nowhere\n    require: { scopes: [read:builds] }\n".into();
+    }
+    let forwarded = if version % 4 == 0 {
+        "[read:builds]"
+    } else {
+        "[read:builds, extra:x]"
+    };
+    format!(
+        "routes:\n  - name: r\n    match: {{ path: /r }}\n    upstream: echo\n    require: {{ scopes: [read:builds] }}\n    forward: {{ scopes: {forwarded} }}\n"
+    )
+}
+
+#[tokio::test]
+async fn reloads_under_load_never_fail_a_request_nor_decide_on_a_half_loaded_config() {
+    let disk = OnDisk::new("reload", "").await;
+    disk.write_policy(&policy(0));
+    let config = scopegate::config::load(&disk.server_file()).unwrap();
+    let watched = config.watched.clone();
+    let running = scopegate::serve::start(config).await.unwrap();
+    scopegate::reload::spawn(
+        running.shared.clone(),
+        disk.server_file(),
+        watched,
+        Duration::from_millis(40),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = disk.token("read:builds extra:x");
+    let url = format!("http://{}/r", running.proxy_addr);
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, token, url) = (stop.clone(), token.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = TestClient::new();
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let a = client
+                        .send(
+                            Method::GET,
+                            &url,
+                            &[("authorization", &format!("Bearer {token}"))],
+                            Bytes::new(),
+                        )
+                        .await;
+                    let scope = if a.status == StatusCode::OK {
+                        a.json()["token_claims"]["scope"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string()
+                    } else {
+                        String::new()
+                    };
+                    seen.push((a.status, scope));
+                }
+                seen
+            })
+        })
+        .collect();
+    for version in 1..=20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        disk.write_policy(&policy(version));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut scopes = BTreeSet::new();
+    let mut total = 0;
+    for task in load {
+        for (status, scope) in task.await.unwrap() {
+            assert_eq!(status, StatusCode::OK, "a request failed during reloads");
+            scopes.insert(scope);
+            total += 1;
+        }
+    }
+    assert!(total > 100, "only {total} requests ran");
+    let expected: BTreeSet<String> = ["read:builds", "extra:x read:builds"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        scopes, expected,
+        "every decision came from one whole valid version, and both versions served"
+    );
+    let metrics = String::from_utf8_lossy(
+        &TestClient::new()
+            .send(
+                Method::GET,
+                &format!("http://{}/metrics", running.admin_addr),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .body,
+    )
+    .into_owned();
+    assert!(
+        metrics.contains(r#"scopegate_config_reloads_total{result="ok"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"scopegate_config_reloads_total{result="error"} 10"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scopegate_config_last_reload_success_timestamp_seconds"));
+}
+
+#[tokio::test]
+async fn new_routes_issuers_and_signing_keys_take_effect_without_a_restart() {
+    let disk = OnDisk::new("reload-keys", "").await;
+    disk.write_policy(&policy(0));
+    let config = scopegate::config::load(&disk.server_file()).unwrap();
+    let watched = config.watched.clone();
+    let running = scopegate::serve::start(config).await.unwrap();
+    scopegate::reload::spawn(
+        running.shared.clone(),
+        disk.server_file(),
+        watched,
+        Duration::from_millis(40),
+    );
+    let client = TestClient::new();
+    let get = |path: &str, token: &str| {
+        let (client, url, bearer) = (
+            client.clone(),
+            format!("http://{}{path}", running.proxy_addr),
+            format!("Bearer {token}"),
+        );
+        async move {
+            client
+                .send(
+                    Method::GET,
+                    &url,
+                    &[("authorization", &bearer)],
+                    Bytes::new(),
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        get("/new", &disk.token("read:builds")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A new route, and a new signing key listed first.
+    let server = std::fs::read_to_string(disk.server_file())
+        .unwrap()
+        .replace(
+            "keys: [{ kid: k, generate: true }]",
+            "keys: [{ kid: k2, generate: true }]",
+        );
+    std::fs::write(disk.server_file(), server).unwrap();
+    disk.write_policy(&format!(
+        "{}  - name: new\n    match: {{ path: /new }}\n    upstream: echo\n    require: {{}}\n",
+        policy(0)
+    ));
+    let mut status = StatusCode::NOT_FOUND;
+    for _ in 0..50 {
+        status = get("/new", &disk.token("read:builds")).await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    let minted = get("/new", &disk.token("read:builds")).await.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    assert_eq!(
+        jsonwebtoken::decode_header(&minted).unwrap().kid.as_deref(),
+        Some("k2")
+    );
+    let jwks = client
+        .send(
+            Method::GET,
+            &format!("http://{}/.well-known/jwks.json", running.proxy_addr),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .json();
+    assert_eq!(jwks["keys"][0]["kid"], "k2");
+}
+
+fn binary_serve(config: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(admin: SocketAddr) {
+    let client = TestClient::new();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok()
+            && client
+                .send(
+                    Method::GET,
+                    &format!("http://{admin}/readyz"),
+                    &[],
+                    Bytes::new(),
+                )
+                .await
+                .status
+                == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("scopegate did not become ready");
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let disk = OnDisk::new("shutdown", "limits: { shutdown_grace: 10s }").await;
+    disk.write_policy(&policy(0));
+    let mut child = binary_serve(&disk.server_file());
+    wait_ready(disk.admin).await;
+    let token = disk.token("read:builds");
+    let url = format!("http://{}/r", disk.proxy);
+    let slow = tokio::spawn(async move {
+        TestClient::new()
+            .send(
+                Method::GET,
+                &url,
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("x-echo-delay-ms", "1500"),
+                ],
+                Bytes::new(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(disk.proxy).await.is_err(),
+        "a new connection after SIGTERM is refused"
+    );
+    let readyz = TestClient::new()
+        .send(
+            Method::GET,
+            &format!("http://{}/readyz", disk.admin),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        readyz.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness turns false while draining"
+    );
+    let answer = slow.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the request in flight completed"
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    let _ = disk.echo;
+}
+
+/// Sends raw bytes and returns the status of the answer, or `None` when the connection closed.
+async fn raw(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+}
+
+#[tokio::test]
+async fn oversized_headers_slow_headers_and_too_many_connections_are_bounded() {
+    let disk = OnDisk::new(
+        "limits",
+        "limits: { max_header_bytes: 16384, header_read_timeout: 300ms, max_connections: 3 }",
+    )
+    .await;
+    disk.write_policy(&policy(0));
+    let running = scopegate::serve::start(scopegate::config::load(&disk.server_file()).unwrap())
+        .await
+        .unwrap();
+    let addr = running.proxy_addr;
+    let big = format!(
+        "GET /r HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(raw(addr, big.as_bytes()).await, Some(431));
+    // Slow-loris: headers that never finish. The connection is answered 408 or closed, never held.
+    let started = std::time::Instant::now();
+    let slow = raw(addr, b"GET /r HTTP/1.1\r\nhost: x\r\n").await;
+    assert!(slow.is_none() || slow == Some(408), "{slow:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the header read timeout ended it"
+    );
+    // Three idle connections fill the bound; a fourth is refused with 503.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        raw(addr, b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n").await,
+        Some(503)
+    );
+    drop(held);
+    let metrics = String::from_utf8_lossy(
+        &TestClient::new()
+            .send(
+                Method::GET,
+                &format!("http://{}/metrics", running.admin_addr),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .body,
+    )
+    .into_owned();
+    assert!(
+        metrics.contains(r#"scopegate_limit_rejections_total{limit="connections"} 1"#),
+        "{metrics}"
+    );
+}
