@@ -80,10 +80,10 @@ impl OnDisk {
 
 /// A valid policy whose minted `scope` tells which version decided; or an invalid one.
 fn policy(version: usize) -> String {
-    if version % 2 == 1 {
+    if !version.is_multiple_of(2) {
         return "routes:\n  - name: r\n    match: { path: /r }\n    upstream: nowhere\n    require: { scopes: [read:builds] }\n".into();
     }
-    let forwarded = if version % 4 == 0 {
+    let forwarded = if version.is_multiple_of(4) {
         "[read:builds]"
     } else {
         "[read:builds, extra:x]"
