@@ -52,8 +52,30 @@ enum Command {
     },
 }
 
+/// Installs the log subscriber: `RUST_LOG` if set, else `level`; JSON lines or text, to stderr.
+pub fn init_logging(json: bool, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests running commands in one process) keeps the first subscriber.
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(false, "scopegate=info");
+    }
     match cli.command {
         Command::Check { config } => match crate::config::load(&config) {
             Ok(c) => {
@@ -79,6 +101,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            init_logging(config.log.json, &config.log.level);
             let watched = config.watched.clone();
             match crate::serve::start(config).await {
                 Ok(running) => {

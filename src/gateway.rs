@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, h
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::audit::Audit;
 use crate::config::{Combine, Config, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::decide::{Decision, Input, decide};
 use crate::exchange::ExchangeConfig;
@@ -167,8 +168,10 @@ impl Gateway {
         scheme: &'static str,
     ) -> Response<Body> {
         let started = Instant::now();
-        let mut route_name = "none";
+        let mut audit = Audit::default();
         let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
+        let traceparent = crate::audit::traceparent(&parts.headers).map(str::to_string);
         let host_header = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -185,7 +188,7 @@ impl Gateway {
             host: host.as_deref(),
             headers: &parts.headers,
         };
-        let result = match self.authorize(&target, &mut route_name).await {
+        let result = match self.authorize(&target, &mut audit).await {
             Err(rejection) => Err(rejection),
             Ok(allowed) => {
                 self.metrics
@@ -215,13 +218,26 @@ impl Gateway {
                 }
             }
         };
-        let response = match result {
-            Ok(r) => r.map(Either::Left),
-            Err(rejection) => self
-                .reject(rejection, route_name, started)
-                .map(|b| Either::Right(Full::new(b))),
+        let (response, reason) = match result {
+            Ok(r) => (r.map(Either::Left), "allowed"),
+            Err(rejection) => {
+                let code = rejection.code();
+                (
+                    self.reject(rejection, started)
+                        .map(|b| Either::Right(Full::new(b))),
+                    code,
+                )
+            }
         };
-        self.count(route_name, &response);
+        self.finish(
+            &audit,
+            "proxy",
+            method.as_str(),
+            reason,
+            traceparent.as_deref(),
+            started,
+            &response,
+        );
         response
     }
 
@@ -232,8 +248,9 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let mut route_name = "none";
+        let mut audit = Audit::default();
         let (parts, _body) = request.into_parts();
+        let traceparent = crate::audit::traceparent(&parts.headers);
         let result =
             match self
                 .forward_auth
@@ -248,27 +265,38 @@ impl Gateway {
                         host: host.as_deref(),
                         headers: &parts.headers,
                     };
-                    self.authorize(&target, &mut route_name)
+                    self.authorize(&target, &mut audit)
                         .await
                         .and_then(|a| allowed_answer(&a))
                 }
             };
-        let response = match result {
+        let (response, reason) = match result {
             Ok(r) => {
                 self.metrics
                     .gateway_duration
                     .with_label_values(&["allow"])
                     .observe(started.elapsed().as_secs_f64());
-                r
+                (r, "allowed")
             }
-            Err(rejection) => self.reject(rejection, route_name, started),
-        }
-        .map(Full::new);
-        self.count(route_name, &response);
+            Err(rejection) => {
+                let code = rejection.code();
+                (self.reject(rejection, started), code)
+            }
+        };
+        let response = response.map(Full::new);
+        self.finish(
+            &audit,
+            "forward_auth",
+            parts.method.as_str(),
+            reason,
+            traceparent,
+            started,
+            &response,
+        );
         response
     }
 
-    fn reject(&self, rejection: Rejection, route_name: &str, started: Instant) -> Response<Bytes> {
+    fn reject(&self, rejection: Rejection, started: Instant) -> Response<Bytes> {
         // An upstream failure comes after an allow; its gateway time is already recorded.
         if !matches!(rejection, Rejection::Upstream(_)) {
             self.metrics
@@ -276,15 +304,24 @@ impl Gateway {
                 .with_label_values(&["deny"])
                 .observe(started.elapsed().as_secs_f64());
         }
-        tracing::debug!(
-            route = route_name,
-            code = rejection.code(),
-            "request rejected"
-        );
         rejection.to_response()
     }
 
-    fn count<B>(&self, route_name: &str, response: &Response<B>) {
+    /// Counts the request and writes its audit event.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per mode; a struct would only rename them"
+    )]
+    fn finish<B>(
+        &self,
+        audit: &Audit<'_>,
+        mode: &'static str,
+        method: &str,
+        reason: &'static str,
+        traceparent: Option<&str>,
+        started: Instant,
+        response: &Response<B>,
+    ) {
         let status = response.status();
         let decision = if status.is_success()
             || status == StatusCode::BAD_GATEWAY
@@ -297,8 +334,17 @@ impl Gateway {
         };
         self.metrics
             .requests
-            .with_label_values(&[route_name, decision, status.as_str()])
+            .with_label_values(&[audit.route, decision, status.as_str()])
             .inc();
+        audit.emit(&crate::audit::Outcome {
+            mode,
+            method,
+            status: status.as_u16(),
+            decision,
+            reason,
+            latency: started.elapsed(),
+            traceparent,
+        });
     }
 
     /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
@@ -360,7 +406,7 @@ impl Gateway {
     pub async fn authorize<'a>(
         &'a self,
         target: &Target<'_>,
-        route_name: &mut &'a str,
+        audit: &mut Audit<'a>,
     ) -> Result<Authorized<'a>, Rejection> {
         let path = crate::normalize::normalize(target.uri.path())?;
         let matched = self
@@ -368,11 +414,16 @@ impl Gateway {
             .find(target.method, target.host, &path)
             .ok_or(Rejection::NoRoute)?;
         let route = matched.route;
-        *route_name = &route.name;
+        audit.route = &route.name;
+        audit.path = Some(path.clone());
         let principal = match &route.access {
             Access::Public => None,
             Access::Scopes(_) => Some(self.verifier.authenticate(target.headers).await?),
         };
+        if let Some(p) = &principal {
+            audit.subject = Some(p.subject.clone());
+            audit.token_id = Some(p.token_id.clone());
+        }
         // An exchanged token is good only on routes of its audience, and on its bound path.
         if let Some(TokenKind::Exchanged {
             audience,
@@ -393,6 +444,7 @@ impl Gateway {
                 principal.as_deref(),
             )?),
         };
+        audit.organization.clone_from(&organization);
         let membership = match (&organization, &principal, &self.permissions) {
             (Some(org), Some(p), Some(permissions)) => {
                 let query = Query {
@@ -434,6 +486,7 @@ impl Gateway {
                 ttl: route.forward.ttl,
             })?),
         };
+        audit.minted_jti = minted.as_ref().map(|m| m.0.jti.clone());
         Ok(Authorized {
             route,
             path,

@@ -5,6 +5,7 @@
 //! [`org`] → [`permissions`] → [`decide`] → [`mint`] → [`proxy`], composed only by [`gateway`].
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod condition;
 pub mod config;

@@ -39,6 +39,14 @@ pub struct Config {
     pub forward_auth: crate::forward_auth::ForwardAuthConfig,
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
+    pub log: LogConfig,
+}
+
+/// Logging: format and default filter (applied at start; `RUST_LOG` wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: String,
 }
 
 /// Role name to scopes.
@@ -331,6 +339,32 @@ fn from_parsed(
             .map(|a| socket_addr(&mut check, "auth", a)),
     };
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
+    let log = LogConfig {
+        json: match raw.log.as_ref().and_then(|l| l.format.as_deref()) {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                check.error(
+                    &[Step::Key("log"), Step::Key("format")],
+                    format!("`{other}` is not a log format"),
+                    "write `text` or `json`",
+                );
+                false
+            }
+        },
+        level: raw
+            .log
+            .as_ref()
+            .and_then(|l| l.level.clone())
+            .unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        check.error(
+            &[Step::Key("log"), Step::Key("level")],
+            format!("`{}` is not a log filter", log.level),
+            "write a level like `info` or `debug`, or a filter like `scopegate=debug,info`",
+        );
+    }
     let exchange_clients = raw
         .exchange
         .as_ref()
@@ -495,6 +529,7 @@ fn from_parsed(
             }),
             forward_auth,
             watched: Vec::new(),
+            log,
         }),
         _ => Err(ConfigErrors(errors)),
     }

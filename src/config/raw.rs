@@ -28,6 +28,19 @@ pub(crate) struct Server {
     pub(crate) exchange: Option<Exchange>,
     #[serde(default)]
     pub(crate) forward_auth: Option<ForwardAuth>,
+    #[serde(default)]
+    pub(crate) log: Option<Log>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Log {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub(crate) format: Option<String>,
+    /// A tracing filter such as `info` or `scopegate=debug`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub(crate) level: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

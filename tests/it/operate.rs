@@ -420,3 +420,116 @@ async fn oversized_headers_slow_headers_and_too_many_connections_are_bounded() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn every_decision_is_one_json_audit_line_that_never_holds_a_token() {
+    let disk = OnDisk::new("audit", "log: { format: json, level: info }").await;
+    disk.write_policy(&policy(0));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["serve", "--config", disk.server_file().to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(disk.admin).await;
+    let client = TestClient::new();
+    let url = format!("http://{}/r", disk.proxy);
+    let allowed = disk.token("read:builds");
+    let denied = disk.token("other");
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let a = client
+        .send(
+            Method::GET,
+            &url,
+            &[
+                ("authorization", &format!("Bearer {allowed}")),
+                ("traceparent", trace),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.json()["headers"]["traceparent"],
+        trace,
+        "traceparent reaches the upstream"
+    );
+    assert_eq!(
+        client
+            .send(
+                Method::GET,
+                &url,
+                &[("authorization", &format!("Bearer {denied}"))],
+                Bytes::new()
+            )
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        client
+            .send(
+                Method::GET,
+                &url,
+                &[("authorization", "Bearer not.a.token")],
+                Bytes::new()
+            )
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    for secret in [&allowed, &denied] {
+        assert!(!log.contains(secret.as_str()), "a token was logged");
+        assert!(
+            !log.contains(secret.split('.').nth(2).unwrap()),
+            "a token signature was logged"
+        );
+    }
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "scopegate::audit")
+        .collect();
+    assert_eq!(audit.len(), 3, "{log}");
+    let ok = &audit[0];
+    for (field, value) in [
+        ("decision", "allow"),
+        ("reason", "allowed"),
+        ("route", "r"),
+        ("method", "GET"),
+        ("path", "/r"),
+        ("subject", "alice"),
+        ("traceparent", trace),
+    ] {
+        assert_eq!(ok[field], value, "{field} in {ok}");
+    }
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["minted_jti"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        ok["token"].as_str().unwrap().len(),
+        16,
+        "the caller's token is named by a hash prefix"
+    );
+    assert!(ok["timestamp"].is_string() && ok["latency_us"].is_u64());
+    assert_eq!(
+        (
+            audit[1]["decision"].as_str(),
+            audit[1]["reason"].as_str(),
+            audit[1]["status"].as_u64()
+        ),
+        (Some("deny"), Some("insufficient_scope"), Some(403))
+    );
+    assert_eq!(
+        (audit[2]["reason"].as_str(), audit[2]["subject"].as_str()),
+        (Some("invalid_token"), Some(""))
+    );
+}

@@ -1,0 +1,83 @@
+//! The audit log: one structured event per decision (target `scopegate::audit`), with what was
+//! decided for whom and why. It names tokens only by their `jti` or hash, never by value.
+
+use std::time::Duration;
+
+/// What the pipeline learned about one request, filled in stage by stage.
+#[derive(Debug)]
+pub struct Audit<'a> {
+    /// The matched route (`none` before or without a match).
+    pub route: &'a str,
+    /// The normalized path, once normalization passed.
+    pub path: Option<String>,
+    pub subject: Option<String>,
+    /// The caller's token: its `jti`, or a prefix of its SHA-256.
+    pub token_id: Option<String>,
+    pub organization: Option<String>,
+    /// The `jti` of the token minted for the upstream.
+    pub minted_jti: Option<String>,
+}
+
+impl Default for Audit<'_> {
+    fn default() -> Self {
+        Self {
+            route: "none",
+            path: None,
+            subject: None,
+            token_id: None,
+            organization: None,
+            minted_jti: None,
+        }
+    }
+}
+
+/// How a request ended, for the audit event.
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    /// `proxy` or `forward_auth`.
+    pub mode: &'static str,
+    pub method: &'a str,
+    pub status: u16,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rejection code, or `allowed`.
+    pub reason: &'static str,
+    pub latency: Duration,
+    /// The W3C `traceparent` of the request, when well-formed.
+    pub traceparent: Option<&'a str>,
+}
+
+impl Audit<'_> {
+    /// Emits the audit event.
+    pub fn emit(&self, o: &Outcome<'_>) {
+        tracing::info!(
+            target: "scopegate::audit",
+            mode = o.mode,
+            route = self.route,
+            method = o.method,
+            path = self.path.as_deref().unwrap_or(""),
+            subject = self.subject.as_deref().unwrap_or(""),
+            organization = self.organization.as_deref().unwrap_or(""),
+            decision = o.decision,
+            reason = o.reason,
+            status = o.status,
+            token = self.token_id.as_deref().unwrap_or(""),
+            minted_jti = self.minted_jti.as_deref().unwrap_or(""),
+            latency_us = o.latency.as_micros() as u64,
+            traceparent = o.traceparent.unwrap_or(""),
+            "decision"
+        );
+    }
+}
+
+/// A `traceparent` header value, if it has the W3C shape (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn traceparent(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = v.split('-').collect();
+    let shape = parts.len() == 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    shape.then_some(v)
+}
