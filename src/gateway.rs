@@ -209,11 +209,31 @@ impl Gateway {
                             host: host_header.as_ref(),
                             authorization,
                         };
-                        let request = Request::from_parts(parts, body);
-                        self.upstreams
-                            .forward(&allowed.route.upstream, request, &allowed.path, &inbound)
-                            .await
-                            .map_err(Rejection::from)
+                        let max_body = allowed.route.max_body_bytes;
+                        let declared = parts
+                            .headers
+                            .get(header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if max_body.zip(declared).is_some_and(|(max, len)| len > max) {
+                            self.metrics
+                                .limit_rejections
+                                .with_label_values(&["body"])
+                                .inc();
+                            Err(Rejection::BodyTooLarge)
+                        } else {
+                            let request = Request::from_parts(parts, body);
+                            self.upstreams
+                                .forward(
+                                    &allowed.route.upstream,
+                                    request,
+                                    &allowed.path,
+                                    &inbound,
+                                    max_body,
+                                )
+                                .await
+                                .map_err(Rejection::from)
+                        }
                     }
                 }
             }

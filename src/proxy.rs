@@ -26,6 +26,9 @@ pub enum UpstreamError {
     /// No connection or no response headers within the configured time (504).
     #[error("the upstream did not answer in time")]
     Timeout,
+    /// The upstream already has `max_concurrency` requests in flight (503).
+    #[error("the upstream is at its concurrency limit")]
+    Busy,
 }
 
 /// Headers defined as hop-by-hop (RFC 9110 section 7.6.1), plus the legacy ones proxies drop.
@@ -56,12 +59,19 @@ pub struct Inbound<'a> {
     pub authorization: Option<HeaderValue>,
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+/// What goes upstream: the client's body, streamed, with the route's size bound when it has one.
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<
+    bytes::Bytes,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// The clients for every upstream.
 #[derive(Debug)]
 pub struct Upstreams {
-    clients: HashMap<String, UpstreamClient>,
+    /// Per upstream: its pooled client and the slots bounding its requests in flight.
+    clients: HashMap<String, (UpstreamClient, Arc<tokio::sync::Semaphore>)>,
     metrics: Metrics,
 }
 
@@ -77,7 +87,13 @@ impl Upstreams {
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(256)
                     .build(crate::fetch::https_connector(u.connect_timeout));
-                (u.name.clone(), client)
+                (
+                    u.name.clone(),
+                    (
+                        client,
+                        Arc::new(tokio::sync::Semaphore::new(u.max_concurrency)),
+                    ),
+                )
             })
             .collect();
         Self { clients, metrics }
@@ -87,14 +103,30 @@ impl Upstreams {
     pub async fn forward(
         &self,
         upstream: &UpstreamConfig,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         path: &str,
         inbound: &Inbound<'_>,
+        max_body: Option<u64>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = self
+        use http_body_util::BodyExt;
+        let mut request = request.map(|body| match max_body {
+            // A stream that outgrows the bound is cut off (the upstream sees an aborted body).
+            Some(n) => http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX))
+                .boxed_unsync(),
+            None => body.map_err(Into::into).boxed_unsync(),
+        });
+        let (client, slots) = self
             .clients
             .get(&upstream.name)
             .ok_or(UpstreamError::Unavailable)?;
+        // Held until the response headers arrive; the body then streams outside the bound.
+        let _slot = slots.try_acquire().map_err(|_| {
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["upstream"])
+                .inc();
+            UpstreamError::Busy
+        })?;
         *request.uri_mut() = upstream_uri(upstream, path, request.uri().query())?;
         let host = inbound.host.cloned();
         let headers = request.headers_mut();

@@ -44,6 +44,9 @@ pub enum Rejection {
     /// The permissions backend failed and no usable stale answer exists (503).
     #[error("the permissions backend is unavailable")]
     PermissionsUnavailable,
+    /// The request body is larger than the route allows (413).
+    #[error("the request body is larger than this route allows")]
+    BodyTooLarge,
     /// An exchanged token used outside its audience or bound path (403).
     #[error("the token is not valid for this resource")]
     WrongResource,
@@ -66,9 +69,11 @@ impl Rejection {
             Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Rejection::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::Upstream(UpstreamError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Upstream(_) => StatusCode::BAD_GATEWAY,
             Rejection::Organization(_) => StatusCode::BAD_REQUEST,
             Rejection::WrongResource => StatusCode::FORBIDDEN,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
                 StatusCode::FORBIDDEN
             }
@@ -96,9 +101,11 @@ impl Rejection {
             },
             Rejection::InsufficientScope { .. } => "insufficient_scope",
             Rejection::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+            Rejection::Upstream(UpstreamError::Busy) => "upstream_busy",
             Rejection::Upstream(_) => "upstream_unavailable",
             Rejection::Organization(_) => "organization_unresolved",
             Rejection::WrongResource => "wrong_resource",
+            Rejection::BodyTooLarge => "body_too_large",
             Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
                 "untrusted_peer"
             }

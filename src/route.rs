@@ -31,6 +31,8 @@ pub struct Route {
     pub organization: Option<crate::org::OrgSource>,
     pub condition: Option<crate::condition::Condition>,
     pub forward: crate::mint::Forward,
+    /// The largest request body forwarded, when bounded.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Who may use a route.

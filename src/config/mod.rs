@@ -982,6 +982,7 @@ fn route(
         organization,
         condition,
         forward,
+        max_body_bytes: raw.max_body_bytes,
     })
 }
 

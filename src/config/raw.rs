@@ -281,6 +281,9 @@ pub(crate) struct Route {
     /// A CEL expression that must be true.
     #[serde(default)]
     pub(crate) condition: Option<String>,
+    /// The largest request body this route forwards (413 beyond).
+    #[serde(default)]
+    pub(crate) max_body_bytes: Option<u64>,
     #[serde(default)]
     pub(crate) forward: Option<Forward>,
 }

@@ -26,6 +26,7 @@ fn route(name: &str, method: Option<Method>, host: Option<&str>, path: &str) -> 
         organization: None,
         condition: None,
         forward: Default::default(),
+        max_body_bytes: None,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Forwarding: bodies stream both ways intact, hop-by-hop and scopegate-owned headers are
 //! stripped, X-Forwarded-* are set, and upstream failures become 502/504.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
@@ -169,4 +171,81 @@ async fn http2_prior_knowledge_clients_are_served() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["path"], "/orgs/acme/builds");
+}
+
+#[tokio::test]
+async fn a_route_body_limit_is_413_and_an_upstream_at_its_concurrency_bound_is_503() {
+    let h = Harness::start().await;
+    let bearer = format!("Bearer {}", h.token(""));
+    let a = h
+        .client
+        .send(
+            Method::PUT,
+            &h.url("/limited"),
+            &[("authorization", &bearer)],
+            Bytes::from(vec![b'x'; 2000]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.code(), "body_too_large");
+    let a = h
+        .client
+        .send(
+            Method::PUT,
+            &h.url("/limited"),
+            &[("authorization", &bearer)],
+            Bytes::from(vec![b'x'; 1000]),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["body_bytes"], 1000);
+
+    // `single` allows one request in flight: a second one meanwhile is refused, not queued.
+    let (client, url, b) = (h.client.clone(), h.url("/single"), bearer.clone());
+    let first = tokio::spawn(async move {
+        client
+            .send(
+                Method::GET,
+                &url,
+                &[("authorization", &b), ("x-echo-delay-ms", "600")],
+                Bytes::new(),
+            )
+            .await
+            .status
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = h
+        .client
+        .send(
+            Method::GET,
+            &h.url("/single"),
+            &[("authorization", &bearer)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.code(), "upstream_busy");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        h.client
+            .send(
+                Method::GET,
+                &h.url("/single"),
+                &[("authorization", &bearer)],
+                Bytes::new()
+            )
+            .await
+            .status,
+        StatusCode::OK,
+        "the slot is free again"
+    );
+    let metrics = String::from_utf8_lossy(&h.admin_get("/metrics").await.body).into_owned();
+    assert!(
+        metrics.contains(r#"scopegate_limit_rejections_total{limit="body"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"scopegate_limit_rejections_total{limit="upstream"} 1"#),
+        "{metrics}"
+    );
 }

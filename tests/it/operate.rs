@@ -425,7 +425,7 @@ async fn oversized_headers_slow_headers_and_too_many_connections_are_bounded() {
 async fn every_decision_is_one_json_audit_line_that_never_holds_a_token() {
     let disk = OnDisk::new("audit", "log: { format: json, level: info }").await;
     disk.write_policy(&policy(0));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
         .args(["serve", "--config", disk.server_file().to_str().unwrap()])
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())

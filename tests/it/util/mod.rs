@@ -65,6 +65,15 @@ routes:
     match: { path: /slow }
     upstream: slow
     require: {}
+  - name: limited
+    match: { method: PUT, path: /limited }
+    upstream: echo
+    require: {}
+    max_body_bytes: 1024
+  - name: single
+    match: { path: /single }
+    upstream: single
+    require: {}
 "#;
 
 /// Knobs for one gateway.
@@ -255,6 +264,7 @@ upstreams:
   echo: {{ url: "http://{echo}", timeout: 5s }}
   closed: {{ url: "http://{closed}" }}
   slow: {{ url: "http://{echo}", timeout: 300ms }}
+  single: {{ url: "http://{echo}", max_concurrency: 1 }}
   builds-api: {{ url: "http://{echo}", audience: "https://builds.example.com" }}
   projects-api: {{ url: "http://{echo}", audience: "https://projects.example.com" }}
   shipments-api: {{ url: "http://{echo}", audience: "https://shipments.example.com" }}
