@@ -87,6 +87,7 @@ fn route(access: Access) -> Route {
         organization: None,
         condition: None,
         forward: Forward::default(),
+        max_body_bytes: None,
     }
 }
 
