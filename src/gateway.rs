@@ -343,11 +343,9 @@ impl Gateway {
         response: &Response<B>,
     ) {
         let status = response.status();
-        let decision = if status.is_success()
-            || status == StatusCode::BAD_GATEWAY
-            || status == StatusCode::GATEWAY_TIMEOUT
-            || status.is_redirection()
-        {
+        // The gateway's decision, not the upstream's answer: an allowed request whose upstream
+        // said 404 or failed (502/504/503 busy) was still allowed.
+        let decision = if reason == "allowed" || reason.starts_with("upstream_") {
             "allow"
         } else {
             "deny"
@@ -403,8 +401,11 @@ impl Gateway {
             return response(bad("the body is unreadable or too large"));
         };
         let form = Form::parse(&body.to_bytes());
+        let mut client_label = "unauthenticated".to_string();
         let result = async {
             let client = exchange.authenticate(&parts.headers, &form)?;
+            // Only a configured, authenticated client id becomes a label: bounded cardinality.
+            client_label.clone_from(&client);
             let token = subject_token(&form)?;
             let subject = self
                 .verifier
@@ -419,6 +420,14 @@ impl Gateway {
             issue(self.minter.signing(), claims, lifetime)
         }
         .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code,
+        };
+        self.metrics
+            .token_exchanges
+            .with_label_values(&[client_label.as_str(), outcome])
+            .inc();
         response(result)
     }
 

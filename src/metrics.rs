@@ -35,6 +35,9 @@ pub struct Metrics {
     pub config_last_reload: IntGauge,
     /// Requests or connections refused by a limit, by limit.
     pub limit_rejections: IntCounterVec,
+    /// Token exchanges by client (`unauthenticated` when the client did not prove itself) and
+    /// result (`ok` or the RFC 6749 error code).
+    pub token_exchanges: IntCounterVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -83,6 +86,7 @@ impl Metrics {
             config_reloads: register(&r, IntCounterVec::new(Opts::new("scopegate_config_reloads_total", "Configuration reloads by result."), &["result"])),
             config_last_reload: register(&r, IntGauge::new("scopegate_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")),
             limit_rejections: register(&r, IntCounterVec::new(Opts::new("scopegate_limit_rejections_total", "Requests or connections refused by a limit."), &["limit"])),
+            token_exchanges: register(&r, IntCounterVec::new(Opts::new("scopegate_token_exchanges_total", "Token exchanges by client and result."), &["client", "result"])),
             registry: r,
         }
     }

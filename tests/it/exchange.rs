@@ -257,6 +257,17 @@ async fn exchange_refusals_follow_rfc_6749() {
     // An invalid subject token.
     let a = exchange(&h, "not-a-token", &bound).await;
     assert_eq!(a.json()["error"], "invalid_grant");
+    let metrics = String::from_utf8_lossy(&h.admin_get("/metrics").await.body).into_owned();
+    assert!(
+        metrics.contains(r#"scopegate_token_exchanges_total{client="builds-api",result="ok"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"scopegate_token_exchanges_total{client="unauthenticated",result="invalid_client"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

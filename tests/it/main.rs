@@ -16,6 +16,7 @@ mod util;
 mod admin;
 mod auth;
 mod check;
+mod dashboard;
 mod deploy;
 mod dev;
 mod exchange;
