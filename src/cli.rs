@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Print the JSON Schema of a configuration file kind (for editors and CI).
+    Schema {
+        /// Which file.
+        #[arg(value_enum, default_value = "server")]
+        kind: crate::config::SchemaKind,
+    },
     /// Run the demo: a development issuer, an echo upstream and the gateway, nothing to set up.
     Dev {
         /// Gateway address.
@@ -121,6 +127,12 @@ pub async fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Schema { kind } => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{:#}", crate::config::schema(kind));
+            ExitCode::SUCCESS
         }
         Command::Keygen { alg, out, kid } => match keygen(&alg, &out, kid) {
             Ok(text) => {

@@ -167,6 +167,36 @@ impl Source {
     }
 }
 
+/// The JSON Schemas of the three file kinds, for editors (yaml-language-server) and CI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaKind {
+    /// `scopegate.yaml`.
+    Server,
+    /// `policies/*.yaml`.
+    Policy,
+    /// Permissions data files of the `file` backend.
+    Data,
+}
+
+/// The JSON Schema of one file kind.
+pub fn schema(kind: SchemaKind) -> serde_json::Value {
+    let mut schema = match kind {
+        SchemaKind::Server => schemars::schema_for!(raw::Server),
+        SchemaKind::Policy => schemars::schema_for!(raw::Policy),
+        SchemaKind::Data => schemars::schema_for!(crate::permissions::file::Data),
+    }
+    .to_value();
+    schema["title"] = serde_json::Value::String(format!(
+        "scopegate {} file",
+        match kind {
+            SchemaKind::Server => "server",
+            SchemaKind::Policy => "policy",
+            SchemaKind::Data => "permissions data",
+        }
+    ));
+    schema
+}
+
 /// Loads and validates the server file at `path` and every policy file it names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let server = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `scopegate.yaml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
     pub(crate) listen: Listen,
@@ -32,7 +33,7 @@ pub(crate) struct Server {
     pub(crate) log: Option<Log>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Log {
     /// `text` (default) or `json`.
@@ -43,7 +44,7 @@ pub(crate) struct Log {
     pub(crate) level: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Exchange {
     /// Clients allowed to call the token endpoint, by `client_id`.
@@ -53,7 +54,7 @@ pub(crate) struct Exchange {
     pub(crate) max_act_depth: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExchangeClient {
     #[serde(default)]
@@ -62,7 +63,7 @@ pub(crate) struct ExchangeClient {
     pub(crate) secret_env: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ForwardAuth {
     /// Peers whose original-request headers are believed (CIDRs).
@@ -76,7 +77,7 @@ pub(crate) struct ForwardAuth {
     pub(crate) convention: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Signing {
     /// scopegate's own issuer URL (`iss` of minted tokens; discovery is served under it).
@@ -84,7 +85,7 @@ pub(crate) struct Signing {
     pub(crate) keys: Vec<SigningKey>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
@@ -98,7 +99,7 @@ pub(crate) struct SigningKey {
     pub(crate) generate: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Permissions {
     /// `file` backend: one or more YAML data files, merged.
@@ -125,14 +126,14 @@ pub(crate) struct Permissions {
     pub(crate) stale_for: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum OnError {
     Deny,
     Stale,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listen {
     pub(crate) proxy: String,
@@ -142,14 +143,14 @@ pub(crate) struct Listen {
     pub(crate) auth: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Tls {
     pub(crate) cert: String,
     pub(crate) key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Issuer {
     /// The exact `iss` value of this issuer's tokens.
@@ -177,14 +178,14 @@ pub(crate) struct Issuer {
     pub(crate) combine: Option<Combine>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Combine {
     Intersect,
     Replace,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScopesClaim {
     pub(crate) claim: String,
@@ -192,14 +193,14 @@ pub(crate) struct ScopesClaim {
     pub(crate) format: Option<ScopesFormat>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ScopesFormat {
     Space,
     Array,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     pub(crate) url: String,
@@ -215,7 +216,7 @@ pub(crate) struct Upstream {
     pub(crate) max_concurrency: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Limits {
     #[serde(default)]
@@ -239,7 +240,7 @@ pub(crate) struct Limits {
 }
 
 /// One `policies/*.yaml` file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Policy {
     /// Role name to the scopes it grants.
@@ -252,7 +253,7 @@ pub(crate) struct Policy {
     pub(crate) exchange: Vec<ExchangeRule>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExchangeRule {
     pub(crate) name: String,
@@ -265,7 +266,7 @@ pub(crate) struct ExchangeRule {
     pub(crate) bind: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
     pub(crate) name: String,
@@ -288,7 +289,7 @@ pub(crate) struct Route {
     pub(crate) forward: Option<Forward>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Organization {
     pub(crate) from: OrgFrom,
@@ -303,7 +304,7 @@ pub(crate) struct Organization {
     pub(crate) claim: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum OrgFrom {
     Path,
@@ -313,7 +314,7 @@ pub(crate) enum OrgFrom {
     Claim,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Forward {
     #[serde(default)]
@@ -324,7 +325,7 @@ pub(crate) struct Forward {
     pub(crate) claims: Vec<ForwardClaim>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum ForwardScopes {
     /// `required` or `effective`.
@@ -332,14 +333,14 @@ pub(crate) enum ForwardScopes {
     List(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum ForwardClaim {
     Same(String),
     Renamed(RenamedClaim),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RenamedClaim {
     pub(crate) from: String,
@@ -347,7 +348,7 @@ pub(crate) struct RenamedClaim {
     pub(crate) to: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Match {
     #[serde(default)]
@@ -357,14 +358,14 @@ pub(crate) struct Match {
     pub(crate) host: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Require {
     /// All of these.

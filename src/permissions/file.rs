@@ -20,14 +20,14 @@ use serde::Deserialize;
 
 use super::{Answer, Backend, BackendError, BoxFuture, Grants, Membership, Query};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Data {
+pub(crate) struct Data {
     #[serde(default)]
     organizations: BTreeMap<String, Organization>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Organization {
     #[serde(default)]

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::metrics::Metrics;
 
 /// What a backend grants a member.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     #[serde(default)]

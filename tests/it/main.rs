@@ -26,3 +26,4 @@ mod operate;
 mod paths;
 mod permissions;
 mod scenarios;
+mod schema;
