@@ -41,6 +41,35 @@ enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Explain the decision for one request, step by step ("why 403?"). Exits 0 when allowed,
+    /// 2 when denied, 1 on error.
+    Explain {
+        /// The server configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request URL or path (with query).
+        #[arg(long)]
+        url: String,
+        /// A bearer token, verified as the gateway would (fetches the issuer's keys).
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// The caller's claims as JSON, taken as verified.
+        #[arg(long)]
+        claims: Option<String>,
+        /// A request header `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The permissions backend's answer as JSON (`{"roles": [...]}`, or `null` for "not a
+        /// member"); without it the configured backend is asked.
+        #[arg(long)]
+        grants: Option<String>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of a configuration file kind (for editors and CI).
     Schema {
         /// Which file.
@@ -85,13 +114,24 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => match crate::config::load(&config) {
             Ok(c) => {
-                println!(
-                    "{}: ok ({} routes, {} issuers, {} upstreams)",
-                    config.display(),
+                let tests = c.tests.clone();
+                let summary = format!(
+                    "{} routes, {} issuers, {} upstreams, {} policy tests",
                     c.routes.routes().len(),
                     c.issuers.len(),
-                    c.upstreams.len()
+                    c.upstreams.len(),
+                    c.tests.len()
                 );
+                let gateway = crate::gateway::Gateway::new(c, crate::metrics::Metrics::new());
+                let failures = crate::explain::run_tests(&gateway, &tests).await;
+                for f in &failures {
+                    eprintln!("error: {f}");
+                }
+                if !failures.is_empty() {
+                    eprintln!("{} of {} policy tests failed", failures.len(), tests.len());
+                    return ExitCode::FAILURE;
+                }
+                println!("{}: ok ({summary})", config.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -122,6 +162,29 @@ pub async fn run(cli: Cli) -> ExitCode {
                     running.shutdown().await;
                     ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain {
+            config,
+            method,
+            url,
+            token,
+            claims,
+            headers,
+            grants,
+            json,
+        } => {
+            match explain_command(
+                &config, &method, &url, token, claims, &headers, grants, json,
+            )
+            .await
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
@@ -199,4 +262,64 @@ async fn terminated() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs `explain`; `Ok(true)` when the request would be allowed.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per command-line flag"
+)]
+async fn explain_command(
+    config: &std::path::Path,
+    method: &str,
+    url: &str,
+    token: Option<String>,
+    claims: Option<String>,
+    headers: &[String],
+    grants: Option<String>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let config = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = crate::gateway::Gateway::new(config, crate::metrics::Metrics::new());
+    let mut header_map = http::HeaderMap::new();
+    for h in headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("header `{h}` is not `Name: value`"))?;
+        header_map.append(
+            http::HeaderName::from_bytes(k.trim().as_bytes())?,
+            http::HeaderValue::from_str(v.trim())?,
+        );
+    }
+    if let Some(t) = token {
+        header_map.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {t}"))?,
+        );
+    }
+    let claims = claims
+        .map(|c| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&c))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--claims is not a JSON object: {e}"))?;
+    let grants = match grants.as_deref() {
+        None => None,
+        Some("null") => Some(None),
+        Some(g) => Some(Some(
+            serde_json::from_str(g).map_err(|e| anyhow::anyhow!("--grants: {e}"))?,
+        )),
+    };
+    let described = crate::explain::Described {
+        method: http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())?,
+        uri: url.parse()?,
+        headers: header_map,
+        claims,
+        grants,
+    };
+    let trace = crate::explain::explain(&gateway, &described).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trace)?);
+    } else {
+        print!("{}", trace.render());
+    }
+    Ok(trace.decision == "allow")
 }

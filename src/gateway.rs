@@ -30,6 +30,15 @@ use crate::verify::{Principal, TokenKind, Verifier};
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
+/// What a simulation supplies instead of the real thing.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// The caller, instead of verifying the request's token.
+    pub principal: Option<Arc<Principal>>,
+    /// The backend's answer, instead of asking it.
+    pub membership: Option<crate::permissions::Membership>,
+}
+
 /// The request being decided, however it arrived (proxied, or described by an ingress).
 #[derive(Debug)]
 pub struct Target<'a> {
@@ -121,6 +130,21 @@ impl Gateway {
     /// The permissions front, when a backend is configured.
     pub fn permissions(&self) -> Option<&Arc<Permissions>> {
         self.permissions.as_ref()
+    }
+
+    /// Role definitions (for `explain`).
+    pub fn roles(&self) -> &Roles {
+        &self.roles
+    }
+
+    /// The route table (for `explain`).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The trusted identity providers' configurations, then scopegate's own.
+    pub fn issuer_configs(&self) -> Vec<Arc<IssuerConfig>> {
+        self.issuers.iter().map(|k| k.config.clone()).collect()
     }
 
     /// Entries in the verified-token cache.
@@ -437,6 +461,18 @@ impl Gateway {
         target: &Target<'_>,
         audit: &mut Audit<'a>,
     ) -> Result<Authorized<'a>, Rejection> {
+        self.authorize_with(target, audit, &Overrides::default())
+            .await
+    }
+
+    /// [`authorize`](Self::authorize), with the caller or the backend's answer given instead of
+    /// verified or looked up: what `explain` and policy tests use to simulate a request.
+    pub async fn authorize_with<'a>(
+        &'a self,
+        target: &Target<'_>,
+        audit: &mut Audit<'a>,
+        overrides: &Overrides,
+    ) -> Result<Authorized<'a>, Rejection> {
         let path = crate::normalize::normalize(target.uri.path())?;
         let matched = self
             .routes
@@ -447,7 +483,10 @@ impl Gateway {
         audit.path = Some(path.clone());
         let principal = match &route.access {
             Access::Public => None,
-            Access::Scopes(_) => Some(self.verifier.authenticate(target.headers).await?),
+            Access::Scopes(_) => match &overrides.principal {
+                Some(p) => Some(p.clone()),
+                None => Some(self.verifier.authenticate(target.headers).await?),
+            },
         };
         if let Some(p) = &principal {
             audit.subject = Some(p.subject.clone());
@@ -474,7 +513,11 @@ impl Gateway {
             )?),
         };
         audit.organization.clone_from(&organization);
+
         let membership = match (&organization, &principal, &self.permissions) {
+            (Some(_), Some(_), _) if overrides.membership.is_some() => {
+                overrides.membership.clone().map(Arc::new)
+            }
             (Some(org), Some(p), Some(permissions)) => {
                 let query = Query {
                     issuer: p.issuer.issuer.clone(),

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod dev_issuer;
 pub mod echo;
 pub mod exchange;
+pub mod explain;
 pub mod fetch;
 pub mod forward_auth;
 pub mod gateway;

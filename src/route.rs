@@ -201,6 +201,35 @@ impl RouteTable {
             })
     }
 
+    /// Routes whose path template matches `path` but which did not match the request, and why
+    /// (for `explain`'s "why 404").
+    pub fn near_misses(
+        &self,
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Vec<(String, String)> {
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let mut router = matchit::Router::new();
+                router.insert(r.path.as_str(), ()).ok()?;
+                router.at(path).ok()?;
+                let reason = match (&r.methods, &r.host) {
+                    (Some(ms), _) if !ms.contains(method) => {
+                        format!(
+                            "method {method} is not {}",
+                            ms.iter().map(Method::as_str).collect::<Vec<_>>().join("/")
+                        )
+                    }
+                    (_, Some(h)) if host != Some(h.as_str()) => format!("host is not `{h}`"),
+                    _ => "a more specific route took the request".to_string(),
+                };
+                Some((r.name.clone(), reason))
+            })
+            .collect()
+    }
+
     /// Every route, in load order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes

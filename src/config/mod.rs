@@ -40,6 +40,8 @@ pub struct Config {
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
     pub log: LogConfig,
+    /// Policy tests from every policy file, run by `scopegate check`.
+    pub tests: Vec<crate::explain::PolicyTest>,
 }
 
 /// Logging: format and default filter (applied at start; `RUST_LOG` wins).
@@ -468,6 +470,7 @@ fn from_parsed(
     let mut routes = Vec::new();
     let mut roles = Roles::new();
     let mut exchange_rules = Vec::new();
+    let mut policy_tests = Vec::new();
     let mut origins: Vec<(PathBuf, Option<(usize, usize)>)> = Vec::new();
     for source in policies {
         let Some(policy) = parse::<raw::Policy>(source, check.errors) else {
@@ -485,6 +488,11 @@ fn from_parsed(
                     format!("role `{name}` is defined in more than one policy file"),
                     "define each role once; roles are shared by every policy file",
                 );
+            }
+        }
+        for (i, t) in policy.tests.iter().enumerate() {
+            if let Some(test) = policy_test(&mut pcheck, i, t, issuers.first()) {
+                policy_tests.push(test);
             }
         }
         for (i, r) in policy.exchange.iter().enumerate() {
@@ -560,6 +568,7 @@ fn from_parsed(
             forward_auth,
             watched: Vec::new(),
             log,
+            tests: policy_tests,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -1485,5 +1494,103 @@ fn exchange_rule(
         scopes: raw.scopes.clone(),
         max_ttl,
         bind,
+    })
+}
+
+fn policy_test(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::PolicyTest,
+    issuer: Option<&Arc<IssuerConfig>>,
+) -> Option<crate::explain::PolicyTest> {
+    let at = |key: &'static str| [Step::Key("tests"), Step::Index(i), Step::Key(key)];
+    let location = format!(
+        "{}{}",
+        check.file.display(),
+        line_suffix(check.locator.find(&[Step::Key("tests"), Step::Index(i)]))
+    );
+    let method = match Method::from_bytes(
+        raw.request
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase()
+            .as_bytes(),
+    ) {
+        Ok(m) => m,
+        Err(_) => {
+            check.error(
+                &at("request"),
+                format!("test `{}` has an invalid method", raw.name),
+                "write a method like GET or POST",
+            );
+            return None;
+        }
+    };
+    let uri_text = match &raw.request.host {
+        Some(h) => format!("http://{h}{}", raw.request.path),
+        None => raw.request.path.clone(),
+    };
+    let Ok(uri) = uri_text.parse::<Uri>() else {
+        check.error(
+            &at("request"),
+            format!("test `{}` has an invalid path", raw.name),
+            "write a path like `/orgs/acme/builds?x=1`",
+        );
+        return None;
+    };
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &raw.request.headers {
+        match (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                headers.append(k, v);
+            }
+            _ => {
+                check.error(
+                    &at("request"),
+                    format!("test `{}` has an invalid header `{k}`", raw.name),
+                    "header names are tokens, values printable text",
+                );
+                return None;
+            }
+        }
+    }
+    let allow = match raw.expect.decision.as_str() {
+        "allow" => true,
+        "deny" => false,
+        other => {
+            check.error(
+                &at("expect"),
+                format!("`{other}` is not a decision"),
+                "write `allow` or `deny`",
+            );
+            return None;
+        }
+    };
+    let claims = raw
+        .claims
+        .clone()
+        .map(|c| crate::explain::with_default_claims(c, issuer.map(|i| i.as_ref())));
+    let grants = match (raw.member, &raw.grants) {
+        (Some(false), _) => Some(None),
+        (_, Some(g)) => Some(Some(g.clone())),
+        _ => None,
+    };
+    Some(crate::explain::PolicyTest {
+        name: raw.name.clone(),
+        location,
+        request: crate::explain::Described {
+            method,
+            uri,
+            headers,
+            claims,
+            grants,
+        },
+        allow,
+        code: raw.expect.code.clone(),
+        scope: raw.expect.scope.clone(),
     })
 }

@@ -251,6 +251,53 @@ pub(crate) struct Policy {
     /// Token exchange rules.
     #[serde(default)]
     pub(crate) exchange: Vec<ExchangeRule>,
+    /// Expected decisions, run by `scopegate check`.
+    #[serde(default)]
+    pub(crate) tests: Vec<PolicyTest>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyTest {
+    pub(crate) name: String,
+    pub(crate) request: TestRequest,
+    /// The caller's token claims (defaults: `iss` and `aud` of the first issuer, `sub: test-user`,
+    /// `exp` in an hour). Without `claims`, the request has no token.
+    #[serde(default)]
+    pub(crate) claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The permissions backend's answer; without it (and without `member: false`) the configured
+    /// backend is asked.
+    #[serde(default)]
+    pub(crate) grants: Option<crate::permissions::Grants>,
+    /// `false`: the backend says "not a member".
+    #[serde(default)]
+    pub(crate) member: Option<bool>,
+    pub(crate) expect: TestExpect,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestRequest {
+    #[serde(default)]
+    pub(crate) method: Option<String>,
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) host: Option<String>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestExpect {
+    /// `allow` or `deny`.
+    pub(crate) decision: String,
+    /// The denial's code (`insufficient_scope`, `not_member`, ...).
+    #[serde(default)]
+    pub(crate) code: Option<String>,
+    /// The minted token's `scope`, for an allow.
+    #[serde(default)]
+    pub(crate) scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

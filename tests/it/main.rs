@@ -20,6 +20,7 @@ mod dashboard;
 mod deploy;
 mod dev;
 mod exchange;
+mod explain;
 mod forward;
 mod forward_auth;
 mod operate;

@@ -1,0 +1,359 @@
+//! `scopegate explain` and policy tests: run one described request through the same
+//! [`Gateway::authorize_with`] the proxy uses, with the caller's claims and the backend's answer
+//! given or looked up, and report every step — the answer to "why 403".
+
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{HeaderMap, Method, Uri};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::audit::Audit;
+use crate::gateway::{Gateway, Overrides, Target, host_only};
+use crate::permissions::{Grants, Membership};
+
+/// A request to explain.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub method: Method,
+    /// A path with optional query, or an absolute URL (its host is the request's host).
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// The caller's claims, taken as verified; `None` uses the `Authorization` header.
+    pub claims: Option<Map<String, Value>>,
+    /// The backend's answer: `Some(None)` is "not a member"; `None` asks the backend.
+    pub grants: Option<Option<Grants>>,
+}
+
+/// Fills what a hand-written set of claims leaves out: `iss` and `aud` of `issuer`,
+/// `sub: test-user`, and an `exp` an hour away.
+pub fn with_default_claims(
+    mut claims: Map<String, Value>,
+    issuer: Option<&crate::config::IssuerConfig>,
+) -> Map<String, Value> {
+    if let Some(i) = issuer {
+        claims
+            .entry("iss")
+            .or_insert_with(|| Value::String(i.issuer.clone()));
+        if let Some(a) = i.audiences.first() {
+            claims
+                .entry("aud")
+                .or_insert_with(|| Value::String(a.clone()));
+        }
+    }
+    claims
+        .entry("sub")
+        .or_insert_with(|| Value::String("test-user".into()));
+    claims
+        .entry("exp")
+        .or_insert_with(|| serde_json::json!(crate::verify::unix_now() + 3600));
+    claims
+}
+
+/// Every step of one decision.
+#[derive(Debug, Serialize)]
+pub struct Trace {
+    pub method: String,
+    pub url: String,
+    pub normalized_path: Option<String>,
+    pub route: Option<String>,
+    pub params: Vec<(String, String)>,
+    /// When no route matched: routes whose path matched, and why they did not take it.
+    pub near_misses: Vec<(String, String)>,
+    /// `claims` (given), `token` (verified from the Authorization header) or `none`.
+    pub caller: &'static str,
+    pub subject: Option<String>,
+    pub token_scopes: Vec<String>,
+    pub organization: Option<String>,
+    /// `given` or `looked up`, and what it said when given.
+    pub membership: Option<Value>,
+    pub effective_scopes: Option<Vec<String>>,
+    pub condition: Option<String>,
+    pub decision: &'static str,
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+    /// The claims of the token that would be minted (signature not shown).
+    pub minted_claims: Option<Value>,
+}
+
+/// Explains `request` on `gateway`.
+pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
+    let host = request
+        .uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            request
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .map(|h| host_only(&h));
+    let path_only: Uri = request
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let mut trace = Trace {
+        method: request.method.to_string(),
+        url: request.uri.to_string(),
+        normalized_path: crate::normalize::normalize(path_only.path()).ok(),
+        route: None,
+        params: Vec::new(),
+        near_misses: Vec::new(),
+        caller: if request.claims.is_some() { "claims" } else if request.headers.contains_key(http::header::AUTHORIZATION) { "token" } else { "none" },
+        subject: None,
+        token_scopes: Vec::new(),
+        organization: None,
+        membership: request.grants.as_ref().map(|g| match g {
+            None => serde_json::json!({"given": "not a member"}),
+            Some(g) => serde_json::json!({"given": {"roles": g.roles, "scopes": g.scopes, "claims": g.claims}}),
+        }),
+        effective_scopes: None,
+        condition: None,
+        decision: "deny",
+        status: 0,
+        code: String::new(),
+        detail: String::new(),
+        minted_claims: None,
+    };
+    if let Some(path) = &trace.normalized_path {
+        match gateway
+            .routes()
+            .find(&request.method, host.as_deref(), path)
+        {
+            Some(m) => {
+                trace.params = m
+                    .params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect();
+                trace.condition = m.route.condition.as_ref().map(|c| c.source().to_string());
+            }
+            None => {
+                trace.near_misses =
+                    gateway
+                        .routes()
+                        .near_misses(&request.method, host.as_deref(), path)
+            }
+        }
+    }
+    let mut overrides = Overrides {
+        principal: None,
+        membership: request
+            .grants
+            .clone()
+            .map(|g| g.map_or(Membership::NotMember, Membership::Member)),
+    };
+    if let Some(claims) = &request.claims {
+        let issuers = gateway.issuer_configs();
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(|iss| issuers.iter().find(|i| i.issuer == iss))
+            .or(issuers.first())
+            .cloned();
+        match issuer.map(|i| {
+            crate::verify::principal_from_claims(&i, with_default_claims(claims.clone(), Some(&i)))
+        }) {
+            Some(Ok(p)) => overrides.principal = Some(Arc::new(p)),
+            Some(Err(e)) => return finish(trace, Err(crate::reject::Rejection::Auth(e))),
+            None => {
+                return finish(
+                    trace,
+                    Err(crate::reject::Rejection::Auth(
+                        crate::verify::AuthError::UntrustedIssuer,
+                    )),
+                );
+            }
+        }
+    }
+    let target = Target {
+        method: &request.method,
+        uri: &path_only,
+        host: host.as_deref(),
+        headers: &request.headers,
+    };
+    let mut audit = Audit::default();
+    let result = gateway
+        .authorize_with(&target, &mut audit, &overrides)
+        .await;
+    trace.route = (audit.route != "none").then(|| audit.route.to_string());
+    trace.organization.clone_from(&audit.organization);
+    trace.subject.clone_from(&audit.subject);
+    if let Some(p) = &overrides.principal {
+        trace.token_scopes.clone_from(&p.scopes);
+        if let (Some(Some(grants)), true) = (&request.grants, trace.organization.is_some()) {
+            trace.effective_scopes =
+                Some(crate::decide::effective_scopes(grants, gateway.roles(), p));
+        }
+    }
+    if trace.membership.is_none() && trace.organization.is_some() {
+        trace.membership = Some(Value::String(
+            "looked up from the permissions backend".into(),
+        ));
+    }
+    match result {
+        Ok(allowed) => {
+            trace.minted_claims = allowed.minted.as_ref().and_then(|m| payload(&m.0.token));
+            finish(trace, Ok(()))
+        }
+        Err(rejection) => finish(trace, Err(rejection)),
+    }
+}
+
+fn finish(mut trace: Trace, result: Result<(), crate::reject::Rejection>) -> Trace {
+    match result {
+        Ok(()) => {
+            trace.decision = "allow";
+            trace.status = 200;
+            trace.code = "allowed".into();
+        }
+        Err(r) => {
+            trace.status = r.status().as_u16();
+            trace.code = r.code().into();
+            trace.detail = r.to_string();
+        }
+    }
+    trace
+}
+
+fn payload(token: &str) -> Option<Value> {
+    let part = token.split('.').nth(1)?;
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()?,
+    )
+    .ok()
+}
+
+impl Trace {
+    /// The trace as readable text.
+    pub fn render(&self) -> String {
+        let mut out = format!("request        {} {}\n", self.method, self.url);
+        out += &format!(
+            "path           {}\n",
+            self.normalized_path
+                .as_deref()
+                .unwrap_or("(refused by normalization)")
+        );
+        match &self.route {
+            Some(r) => {
+                out += &format!("route          {r}\n");
+                if !self.params.is_empty() {
+                    let p: Vec<String> = self
+                        .params
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    out += &format!("params         {}\n", p.join(" "));
+                }
+            }
+            None => {
+                out += "route          (none)\n";
+                for (name, why) in &self.near_misses {
+                    out += &format!("  near miss    {name}: {why}\n");
+                }
+            }
+        }
+        out += &format!(
+            "caller         {} {}\n",
+            self.caller,
+            self.subject
+                .as_deref()
+                .map(|s| format!("sub={s}"))
+                .unwrap_or_default()
+        );
+        if !self.token_scopes.is_empty() {
+            out += &format!("token scopes   {}\n", self.token_scopes.join(" "));
+        }
+        if let Some(org) = &self.organization {
+            out += &format!("organization   {org}\n");
+        }
+        if let Some(m) = &self.membership {
+            out += &format!("membership     {m}\n");
+        }
+        if let Some(e) = &self.effective_scopes {
+            out += &format!("effective      {}\n", e.join(" "));
+        }
+        if let Some(c) = &self.condition {
+            out += &format!("condition      {c}\n");
+        }
+        out += &format!(
+            "decision       {} ({} {}){}\n",
+            self.decision,
+            self.status,
+            self.code,
+            if self.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", self.detail)
+            }
+        );
+        if let Some(c) = &self.minted_claims {
+            out += &format!("minted claims  {c}\n");
+        }
+        out
+    }
+}
+
+/// A policy test: a described request and the decision it must get.
+#[derive(Debug, Clone)]
+pub struct PolicyTest {
+    pub name: String,
+    /// Where it is written, for failure messages (`file:line`).
+    pub location: String,
+    pub request: Described,
+    pub allow: bool,
+    pub code: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl PolicyTest {
+    /// `None` when the trace meets the expectation, else what differs.
+    pub fn failure(&self, trace: &Trace) -> Option<String> {
+        let got_allow = trace.decision == "allow";
+        if got_allow != self.allow {
+            return Some(format!(
+                "expected {}, got {} ({} {})",
+                if self.allow { "allow" } else { "deny" },
+                trace.decision,
+                trace.status,
+                trace.code
+            ));
+        }
+        if let Some(code) = &self.code
+            && *code != trace.code
+        {
+            return Some(format!("expected code `{code}`, got `{}`", trace.code));
+        }
+        if let Some(scope) = &self.scope {
+            let minted = trace
+                .minted_claims
+                .as_ref()
+                .and_then(|c| c["scope"].as_str())
+                .unwrap_or("");
+            if minted != scope {
+                return Some(format!("expected minted scope `{scope}`, got `{minted}`"));
+            }
+        }
+        None
+    }
+}
+
+/// Runs `tests`; returns one message per failure.
+pub async fn run_tests(gateway: &Gateway, tests: &[PolicyTest]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for t in tests {
+        let trace = explain(gateway, &t.request).await;
+        if let Some(why) = t.failure(&trace) {
+            failures.push(format!("{}: test `{}` failed: {why}", t.location, t.name));
+        }
+    }
+    failures
+}
