@@ -28,3 +28,4 @@ mod paths;
 mod permissions;
 mod scenarios;
 mod schema;
+mod tls;
