@@ -102,9 +102,23 @@ fn main() -> ExitCode {
          (all on this machine; the servers share one tokio runtime with {cores} workers)"
     );
 
+    // A plain reverse proxy as the baseline scopegate should match: nginx with keep-alive
+    // upstream connections, 2 workers, on the same machine (when nginx is installed).
+    let nginx = start_nginx(servers.echo);
+    let nginx_url = nginx.as_ref().map(|n| format!("http://{}{PATH}", n.addr));
+    let mut targets = vec![("direct", direct_url.clone())];
+    if let Some(u) = &nginx_url {
+        targets.push(("nginx", u.clone()));
+    } else {
+        println!(
+            "(nginx not installed: no plain-reverse-proxy baseline; `apt-get install -y nginx`)"
+        );
+    }
+    targets.push(("gateway", gateway_url.clone()));
+
     // wrk runs from this thread while the servers run on the runtime's worker threads.
     let mut results = Vec::new();
-    for (name, url) in [("direct", &direct_url), ("gateway", &gateway_url)] {
+    for (name, url) in targets.iter().map(|(n, u)| (*n, u)) {
         let run = || -> Result<Load, String> {
             wrk(url, &auth, WARMUP_SECONDS)?;
             wrk(url, &auth, seconds)
@@ -134,11 +148,19 @@ fn main() -> ExitCode {
         );
     }
     let direct = &results[0].1;
-    let gateway = &results[1].1;
+    let gateway = &results[results.len() - 1].1;
     println!(
         "ratio gateway/direct: {:.2}",
         gateway.requests_per_sec / direct.requests_per_sec
     );
+    if nginx.is_some() {
+        let baseline = &results[1].1;
+        println!(
+            "ratio gateway/nginx (plain reverse proxy): {:.2}",
+            gateway.requests_per_sec / baseline.requests_per_sec
+        );
+    }
+    drop(nginx);
     println!(
         "added p50 latency: {}",
         format_latency(gateway.p50.saturating_sub(direct.p50))
@@ -335,4 +357,62 @@ fn format_latency(d: Duration) -> String {
     } else {
         format!("{:.2}ms", us / 1000.0)
     }
+}
+
+/// An nginx reverse proxy in front of `upstream`, killed on drop.
+struct Nginx {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("scopegate-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?;
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           upstream echo {{ server {upstream}; keepalive 64; }}\n\
+           server {{ listen {addr}; location / {{ proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).ok()?;
+    let child = std::process::Command::new("nginx")
+        .args([
+            "-p",
+            &d.to_string(),
+            "-c",
+            &format!("{d}/nginx.conf"),
+            "-e",
+            &format!("{d}/error.log"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Some(Nginx { addr, child });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
