@@ -194,6 +194,7 @@ async fn start_servers() -> Servers {
         text: format!(
             "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\n\
              policies: [policy.yaml]\n\
+             signing: {{ issuer: \"http://127.0.0.1\", keys: [{{ kid: bench, generate: true }}] }}\n\
              issuers:\n  bench:\n    issuer: {url}\n    jwks_url: {jwks}\n    algorithms: [ES256]\n    audiences: [{AUDIENCE}]\n\
              upstreams:\n  echo:\n    url: http://{echo}\n",
             url = issuer.url,
