@@ -367,3 +367,78 @@ async fn key_rotation_old_tokens_verify_while_listed_and_new_tokens_use_the_new_
             .unwrap_or_else(|e| panic!("{kid}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn organization_from_a_query_parameter_or_the_first_host_label() {
+    let mut o = scenario(&["organizations.yaml"]);
+    o.policy = r#"
+routes:
+  - name: by-query
+    match: { method: GET, path: /projects }
+    upstream: projects-api
+    organization: { from: query, param: org }
+    require: { scopes: [read:projects] }
+    forward: { scopes: effective }
+  - name: by-host
+    match: { method: GET, path: /tenant/projects }
+    upstream: projects-api
+    organization: { from: host }
+    require: { scopes: [read:projects] }
+    forward: { scopes: effective }
+"#
+    .into();
+    let h = Harness::with(o).await;
+    let token = h.token(ALICE_PROJECTS);
+    let acme = minted(&h.get("/projects?org=acme&x=1", &token).await);
+    assert_eq!(
+        (acme["org_id"].as_str(), acme["scope"].as_str()),
+        (
+            Some("acme"),
+            Some("delete:projects read:projects write:projects")
+        )
+    );
+    let globex = minted(&h.get("/projects?org=globex", &token).await);
+    assert_eq!(globex["scope"], "read:projects");
+    let a = h.get("/projects?org=acme&org=globex", &token).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (
+            StatusCode::BAD_REQUEST,
+            "organization_unresolved".to_string()
+        ),
+        "a repeated parameter is ambiguous"
+    );
+    let a = h.get("/projects?org=ac%20me", &token).await;
+    assert_eq!(
+        a.code(),
+        "organization_unresolved",
+        "an organization must be a plain identifier"
+    );
+
+    let by_host = h
+        .call(
+            Method::GET,
+            "/tenant/projects",
+            &token,
+            &[("host", "globex.api.example.com")],
+        )
+        .await;
+    let claims = minted(&by_host);
+    assert_eq!(
+        (claims["org_id"].as_str(), claims["scope"].as_str()),
+        (Some("globex"), Some("read:projects"))
+    );
+    let a = h
+        .call(
+            Method::GET,
+            "/tenant/projects",
+            &token,
+            &[("host", "localhost")],
+        )
+        .await;
+    assert_eq!(
+        a.code(),
+        "organization_unresolved",
+        "a host without a subdomain names no organization"
+    );
+}
