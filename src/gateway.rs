@@ -77,6 +77,17 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
+    /// scopegate's own issuer endpoints on the proxy listener, computed once: every request is
+    /// compared against them.
+    own_paths: OwnPaths,
+}
+
+/// The request paths of scopegate's issuer documents and token endpoint.
+#[derive(Debug)]
+struct OwnPaths {
+    jwks: String,
+    discovery: String,
+    token: String,
 }
 
 impl Gateway {
@@ -103,6 +114,11 @@ impl Gateway {
         let permissions = config
             .permissions
             .map(|p| Arc::new(Permissions::new(p.backend, p.cache, metrics.clone())));
+        let own_paths = OwnPaths {
+            jwks: config.signing.jwks_path(),
+            discovery: config.signing.discovery_path(),
+            token: config.signing.token_path(),
+        };
         let minter = Minter::new(
             config.signing,
             config.limits.mint_cache_entries,
@@ -119,6 +135,7 @@ impl Gateway {
             forward_auth: config.forward_auth,
             metrics,
             issuers,
+            own_paths,
         }
     }
 
@@ -168,14 +185,14 @@ impl Gateway {
         let signing = self.minter.signing();
         let path = request.uri().path();
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
-        if read && path == signing.jwks_path() {
+        if read && path == self.own_paths.jwks {
             return json_document(&signing.jwks());
         }
-        if read && path == signing.discovery_path() {
+        if read && path == self.own_paths.discovery {
             return json_document(&signing.discovery(self.exchange.is_some()));
         }
         if let Some(exchange) = &self.exchange
-            && path == signing.token_path()
+            && path == self.own_paths.token
         {
             return self
                 .token_endpoint(exchange, request)
@@ -219,46 +236,37 @@ impl Gateway {
                     .gateway_duration
                     .with_label_values(&["allow"])
                     .observe(started.elapsed().as_secs_f64());
-                match allowed
-                    .minted
-                    .as_ref()
-                    .map(|m| HeaderValue::try_from(format!("Bearer {}", m.0.token)))
-                    .transpose()
-                {
-                    Err(_) => Err(Rejection::Mint(crate::mint::MintError::Sign)),
-                    Ok(authorization) => {
-                        let inbound = Inbound {
-                            peer,
-                            scheme,
-                            host: host_header.as_ref(),
-                            authorization,
-                        };
-                        let max_body = allowed.route.max_body_bytes;
-                        let declared = parts
-                            .headers
-                            .get(header::CONTENT_LENGTH)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<u64>().ok());
-                        if max_body.zip(declared).is_some_and(|(max, len)| len > max) {
-                            self.metrics
-                                .limit_rejections
-                                .with_label_values(&["body"])
-                                .inc();
-                            Err(Rejection::BodyTooLarge)
-                        } else {
-                            let request = Request::from_parts(parts, body);
-                            self.upstreams
-                                .forward(
-                                    &allowed.route.upstream,
-                                    request,
-                                    &allowed.path,
-                                    &inbound,
-                                    max_body,
-                                )
-                                .await
-                                .map_err(Rejection::from)
-                        }
-                    }
+                let authorization = allowed.minted.as_ref().map(|m| m.0.authorization.clone());
+                let inbound = Inbound {
+                    peer,
+                    scheme,
+                    host: host_header.as_ref(),
+                    authorization,
+                };
+                let max_body = allowed.route.max_body_bytes;
+                let declared = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if max_body.zip(declared).is_some_and(|(max, len)| len > max) {
+                    self.metrics
+                        .limit_rejections
+                        .with_label_values(&["body"])
+                        .inc();
+                    Err(Rejection::BodyTooLarge)
+                } else {
+                    let request = Request::from_parts(parts, body);
+                    self.upstreams
+                        .forward(
+                            &allowed.route.upstream,
+                            request,
+                            &allowed.path,
+                            &inbound,
+                            max_body,
+                        )
+                        .await
+                        .map_err(Rejection::from)
                 }
             }
         };
@@ -579,10 +587,7 @@ fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
         HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
     };
     if let Some(m) = &a.minted {
-        builder = builder.header(
-            header::AUTHORIZATION,
-            header_value(&format!("Bearer {}", m.0.token))?,
-        );
+        builder = builder.header(header::AUTHORIZATION, m.0.authorization.clone());
         builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
     }
     if let Some(p) = &a.principal {

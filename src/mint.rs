@@ -126,6 +126,8 @@ pub struct MintRequest<'a> {
 #[derive(Debug)]
 pub struct Minted {
     pub token: String,
+    /// `Bearer <token>`, built once: what every forwarded request carries.
+    pub authorization: http::HeaderValue,
     pub jti: String,
     pub expires_at: u64,
 }
@@ -230,10 +232,13 @@ impl Minter {
         let token = key_in_use
             .sign("at+jwt", &claims)
             .map_err(|_| MintError::Sign)?;
+        let authorization =
+            http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| MintError::Sign)?;
         self.metrics.tokens_minted.inc();
         let minted = Arc::new((
             Minted {
                 token,
+                authorization,
                 jti,
                 expires_at: exp,
             },
