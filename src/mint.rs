@@ -265,27 +265,44 @@ pub fn client_id(p: &Principal) -> Option<&str> {
 }
 
 fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Key {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let claims = Value::Object(r.claims.clone()).to_string();
-    // The caller's `exp`, not the minted one: a reused token was capped by this same value.
-    let exp = r.principal.expires_at.to_string();
-    // Each field is length-prefixed so no two different requests hash the same input.
-    for field in [
+    // Serialized straight from the map (no clone); most routes copy no claims at all.
+    let claims = if r.claims.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&r.claims).unwrap_or_default()
+    };
+    let strings = [
         kid,
         &r.principal.issuer.issuer,
         &r.principal.subject,
         client_id.unwrap_or(""),
         r.organization.unwrap_or(""),
         r.audience,
-        &r.scopes.join(" "),
-        &claims,
-        &exp,
-    ] {
-        ctx.update(&(field.len() as u64).to_be_bytes());
-        ctx.update(field.as_bytes());
+    ];
+    let mut input = Vec::with_capacity(
+        strings.iter().map(|s| s.len() + 8).sum::<usize>()
+            + r.scopes.iter().map(|s| s.len() + 8).sum::<usize>()
+            + claims.len()
+            + 32,
+    );
+    // Each field is length-prefixed (and the scopes counted) so no two different requests hash
+    // the same input.
+    let mut field = |bytes: &[u8]| {
+        input.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        input.extend_from_slice(bytes);
+    };
+    for s in strings {
+        field(s.as_bytes());
     }
+    field(&(r.scopes.len() as u64).to_be_bytes());
+    for scope in r.scopes {
+        field(scope.as_bytes());
+    }
+    field(&claims);
+    // The caller's `exp`, not the minted one: a reused token was capped by this same value.
+    field(&r.principal.expires_at.to_be_bytes());
     let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
     out
 }
 
