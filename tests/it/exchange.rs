@@ -320,12 +320,7 @@ async fn the_discovery_document_names_the_token_endpoint() {
     let h = Harness::with(scenario(&["builds.yaml"])).await;
     let doc = h
         .client
-        .send(
-            Method::GET,
-            &h.url("/.well-known/openid-configuration"),
-            &[],
-            Bytes::new(),
-        )
+        .get(&h.url("/.well-known/openid-configuration"), &[])
         .await
         .json();
     assert_eq!(

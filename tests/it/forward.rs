@@ -58,8 +58,7 @@ async fn hop_by_hop_and_owned_headers_are_stripped_and_forwarded_headers_set() {
     let bearer = format!("Bearer {token}");
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.url("/orgs/acme/builds"),
             &[
                 ("authorization", &bearer),
@@ -73,7 +72,6 @@ async fn hop_by_hop_and_owned_headers_are_stripped_and_forwarded_headers_set() {
                 ("x-forwarded-host", "evil.example.com"),
                 ("x-custom", "kept"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
@@ -124,10 +122,7 @@ async fn hop_by_hop_and_owned_headers_are_stripped_and_forwarded_headers_set() {
 #[tokio::test]
 async fn public_routes_need_no_token() {
     let h = Harness::start().await;
-    let a = h
-        .client
-        .send(Method::GET, &h.url("/public"), &[], Bytes::new())
-        .await;
+    let a = h.client.get(&h.url("/public"), &[]).await;
     assert_eq!(a.status, StatusCode::OK);
 }
 
@@ -141,11 +136,9 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let bearer = format!("Bearer {token}");
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.url("/slow"),
             &[("authorization", &bearer), ("x-echo-delay-ms", "2000")],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
@@ -204,36 +197,21 @@ async fn a_route_body_limit_is_413_and_an_upstream_at_its_concurrency_bound_is_5
     let (client, url, b) = (h.client.clone(), h.url("/single"), bearer.clone());
     let first = tokio::spawn(async move {
         client
-            .send(
-                Method::GET,
-                &url,
-                &[("authorization", &b), ("x-echo-delay-ms", "600")],
-                Bytes::new(),
-            )
+            .get(&url, &[("authorization", &b), ("x-echo-delay-ms", "600")])
             .await
             .status
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = h
         .client
-        .send(
-            Method::GET,
-            &h.url("/single"),
-            &[("authorization", &bearer)],
-            Bytes::new(),
-        )
+        .get(&h.url("/single"), &[("authorization", &bearer)])
         .await;
     assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(second.code(), "upstream_busy");
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(
         h.client
-            .send(
-                Method::GET,
-                &h.url("/single"),
-                &[("authorization", &bearer)],
-                Bytes::new()
-            )
+            .get(&h.url("/single"), &[("authorization", &bearer)])
             .await
             .status,
         StatusCode::OK,

@@ -15,11 +15,9 @@ async fn drive(h: &Harness, addr: std::net::SocketAddr) {
     let url = |p: &str| format!("http://{addr}{p}");
     let token = h.token("read:builds");
     let a = client
-        .send(
-            Method::GET,
+        .get(
             &url("/orgs/acme/builds?page=2"),
             &[("authorization", &format!("Bearer {token}"))],
-            Bytes::new(),
         )
         .await;
     assert_eq!(
@@ -40,9 +38,7 @@ async fn drive(h: &Harness, addr: std::net::SocketAddr) {
         "the ingress forwarded the minted token"
     );
 
-    let a = client
-        .send(Method::GET, &url("/orgs/acme/builds"), &[], Bytes::new())
-        .await;
+    let a = client.get(&url("/orgs/acme/builds"), &[]).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let a = client
         .send(
@@ -55,11 +51,9 @@ async fn drive(h: &Harness, addr: std::net::SocketAddr) {
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     // Path safety applies to the URI the ingress reports.
     let a = client
-        .send(
-            Method::GET,
+        .get(
             &url("/orgs/acme%2Fx/builds"),
             &[("authorization", &format!("Bearer {token}"))],
-            Bytes::new(),
         )
         .await;
     assert!(
@@ -91,11 +85,9 @@ async fn envoy_ext_authz_convention_over_http() {
     let bearer = format!("Bearer {token}");
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/envoy/orgs/acme/builds"),
             &[("authorization", &bearer)],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
@@ -125,33 +117,24 @@ async fn envoy_ext_authz_convention_over_http() {
     assert_eq!(a.header("authorization"), "", "no token on a denial");
     let a = h
         .client
-        .send(
-            Method::GET,
-            &h.auth_url("/envoy/orgs/acme/builds"),
-            &[],
-            Bytes::new(),
-        )
+        .get(&h.auth_url("/envoy/orgs/acme/builds"), &[])
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     // Outside the prefix there is nothing to decide.
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/orgs/acme/builds"),
             &[("authorization", &bearer)],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     // Dot segments hidden in the original path are refused as in proxy mode.
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/envoy/public/%2e%2e/orgs/acme/builds"),
             &[("authorization", &bearer)],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -163,29 +146,25 @@ async fn nginx_and_traefik_headers_are_read_directly() {
     let bearer = format!("Bearer {}", h.token("read:builds"));
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/"),
             &[
                 ("authorization", &bearer),
                 ("x-original-method", "GET"),
                 ("x-original-uri", "/orgs/acme/builds"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/"),
             &[
                 ("authorization", &bearer),
                 ("x-forwarded-method", "DELETE"),
                 ("x-forwarded-uri", "/orgs/acme/builds"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(
@@ -196,15 +175,13 @@ async fn nginx_and_traefik_headers_are_read_directly() {
     // The same header twice is ambiguous: never a 200.
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/"),
             &[
                 ("authorization", &bearer),
                 ("x-original-uri", "/orgs/acme/builds"),
                 ("x-original-uri", "/public"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -217,26 +194,22 @@ async fn a_client_cannot_describe_another_request_through_the_other_convention()
     let h = Harness::start().await;
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/"),
             &[
                 ("x-forwarded-method", "GET"),
                 ("x-forwarded-uri", "/orgs/acme/builds"),
                 ("x-original-uri", "/public"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     // And end to end through Caddy: the injected header gets no 200.
     let proxy = caddy(h.gateway.auth_addr.unwrap(), h.echo).await;
     let a = TestClient::new()
-        .send(
-            Method::GET,
+        .get(
             &format!("http://{}/orgs/acme/builds", proxy.addr),
             &[("x-original-uri", "/public")],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -252,14 +225,12 @@ async fn original_request_headers_count_only_from_trusted_peers() {
     let bearer = format!("Bearer {}", h.token("read:builds"));
     let a = h
         .client
-        .send(
-            Method::GET,
+        .get(
             &h.auth_url("/"),
             &[
                 ("authorization", &bearer),
                 ("x-original-uri", "/orgs/acme/builds"),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use jsonwebtoken::Algorithm;
 use scopegate::dev_issuer::DevIssuer;
 use serde_json::json;
@@ -118,12 +117,7 @@ async fn reloads_under_load_never_fail_a_request_nor_decide_on_a_half_loaded_con
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let a = client
-                        .send(
-                            Method::GET,
-                            &url,
-                            &[("authorization", &format!("Bearer {token}"))],
-                            Bytes::new(),
-                        )
+                        .get(&url, &[("authorization", &format!("Bearer {token}"))])
                         .await;
                     let scope = if a.status == StatusCode::OK {
                         a.json()["token_claims"]["scope"]
@@ -163,18 +157,7 @@ async fn reloads_under_load_never_fail_a_request_nor_decide_on_a_half_loaded_con
         scopes, expected,
         "every decision came from one whole valid version, and both versions served"
     );
-    let metrics = String::from_utf8_lossy(
-        &TestClient::new()
-            .send(
-                Method::GET,
-                &format!("http://{}/metrics", running.admin_addr),
-                &[],
-                Bytes::new(),
-            )
-            .await
-            .body,
-    )
-    .into_owned();
+    let metrics = crate::util::metrics(running.admin_addr).await;
     assert!(
         metrics.contains(r#"scopegate_config_reloads_total{result="ok"} 10"#),
         "{metrics}"
@@ -206,16 +189,7 @@ async fn new_routes_issuers_and_signing_keys_take_effect_without_a_restart() {
             format!("http://{}{path}", running.proxy_addr),
             format!("Bearer {token}"),
         );
-        async move {
-            client
-                .send(
-                    Method::GET,
-                    &url,
-                    &[("authorization", &bearer)],
-                    Bytes::new(),
-                )
-                .await
-        }
+        async move { client.get(&url, &[("authorization", &bearer)]).await }
     };
     assert_eq!(
         get("/new", &disk.token("read:builds")).await.status,
@@ -252,11 +226,9 @@ async fn new_routes_issuers_and_signing_keys_take_effect_without_a_restart() {
         Some("k2")
     );
     let jwks = client
-        .send(
-            Method::GET,
+        .get(
             &format!("http://{}/.well-known/jwks.json", running.proxy_addr),
             &[],
-            Bytes::new(),
         )
         .await
         .json();
@@ -277,12 +249,7 @@ async fn wait_ready(admin: SocketAddr) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(admin).await.is_ok()
             && client
-                .send(
-                    Method::GET,
-                    &format!("http://{admin}/readyz"),
-                    &[],
-                    Bytes::new(),
-                )
+                .get(&format!("http://{admin}/readyz"), &[])
                 .await
                 .status
                 == StatusCode::OK
@@ -304,14 +271,12 @@ async fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections()
     let url = format!("http://{}/r", disk.proxy);
     let slow = tokio::spawn(async move {
         TestClient::new()
-            .send(
-                Method::GET,
+            .get(
                 &url,
                 &[
                     ("authorization", &format!("Bearer {token}")),
                     ("x-echo-delay-ms", "1500"),
                 ],
-                Bytes::new(),
             )
             .await
     });
@@ -327,12 +292,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections()
         "a new connection after SIGTERM is refused"
     );
     let readyz = TestClient::new()
-        .send(
-            Method::GET,
-            &format!("http://{}/readyz", disk.admin),
-            &[],
-            Bytes::new(),
-        )
+        .get(&format!("http://{}/readyz", disk.admin), &[])
         .await;
     assert_eq!(
         readyz.status,
@@ -403,18 +363,7 @@ async fn oversized_headers_slow_headers_and_too_many_connections_are_bounded() {
         Some(503)
     );
     drop(held);
-    let metrics = String::from_utf8_lossy(
-        &TestClient::new()
-            .send(
-                Method::GET,
-                &format!("http://{}/metrics", running.admin_addr),
-                &[],
-                Bytes::new(),
-            )
-            .await
-            .body,
-    )
-    .into_owned();
+    let metrics = crate::util::metrics(running.admin_addr).await;
     assert!(
         metrics.contains(r#"scopegate_limit_rejections_total{limit="connections"} 1"#),
         "{metrics}"
@@ -439,14 +388,12 @@ async fn every_decision_is_one_json_audit_line_that_never_holds_a_token() {
     let denied = disk.token("other");
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let a = client
-        .send(
-            Method::GET,
+        .get(
             &url,
             &[
                 ("authorization", &format!("Bearer {allowed}")),
                 ("traceparent", trace),
             ],
-            Bytes::new(),
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
@@ -457,24 +404,14 @@ async fn every_decision_is_one_json_audit_line_that_never_holds_a_token() {
     );
     assert_eq!(
         client
-            .send(
-                Method::GET,
-                &url,
-                &[("authorization", &format!("Bearer {denied}"))],
-                Bytes::new()
-            )
+            .get(&url, &[("authorization", &format!("Bearer {denied}"))])
             .await
             .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
         client
-            .send(
-                Method::GET,
-                &url,
-                &[("authorization", "Bearer not.a.token")],
-                Bytes::new()
-            )
+            .get(&url, &[("authorization", "Bearer not.a.token")])
             .await
             .status,
         StatusCode::UNAUTHORIZED

@@ -389,6 +389,11 @@ impl TestClient {
             .await
     }
 
+    /// GET `url` with `headers`.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::GET, url, headers, Bytes::new()).await
+    }
+
     pub async fn send_body(
         &self,
         method: Method,
@@ -413,6 +418,17 @@ impl TestClient {
             body,
         }
     }
+}
+
+/// The Prometheus text of the admin listener at `admin`.
+pub async fn metrics(admin: SocketAddr) -> String {
+    String::from_utf8_lossy(
+        &TestClient::new()
+            .get(&format!("http://{admin}/metrics"), &[])
+            .await
+            .body,
+    )
+    .into_owned()
 }
 
 /// Sends `request` as raw bytes (for targets an HTTP library would refuse to build) and returns
