@@ -1,7 +1,11 @@
 //! The audit log: one structured event per decision (target `scopegate::audit`), with what was
 //! decided for whom and why. It names tokens only by their `jti` or hash, never by value.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::mint::Minted;
+use crate::verify::Principal;
 
 /// What the pipeline learned about one request, filled in stage by stage.
 #[derive(Debug)]
@@ -10,12 +14,11 @@ pub struct Audit<'a> {
     pub route: &'a str,
     /// The normalized path, once normalization passed.
     pub path: Option<String>,
-    pub subject: Option<String>,
-    /// The caller's token: its `jti`, or a prefix of its SHA-256.
-    pub token_id: Option<String>,
+    /// The verified caller (subject, and its token's `jti` or hash prefix).
+    pub principal: Option<Arc<Principal>>,
     pub organization: Option<String>,
-    /// The `jti` of the token minted for the upstream.
-    pub minted_jti: Option<String>,
+    /// The token minted for the upstream (named by its `jti`).
+    pub minted: Option<Arc<Minted>>,
 }
 
 impl Default for Audit<'_> {
@@ -23,10 +26,9 @@ impl Default for Audit<'_> {
         Self {
             route: "none",
             path: None,
-            subject: None,
-            token_id: None,
+            principal: None,
             organization: None,
-            minted_jti: None,
+            minted: None,
         }
     }
 }
@@ -56,13 +58,13 @@ impl Audit<'_> {
             route = self.route,
             method = o.method,
             path = self.path.as_deref().unwrap_or(""),
-            subject = self.subject.as_deref().unwrap_or(""),
+            subject = self.principal.as_deref().map_or("", |p| p.subject.as_str()),
             organization = self.organization.as_deref().unwrap_or(""),
             decision = o.decision,
             reason = o.reason,
             status = o.status,
-            token = self.token_id.as_deref().unwrap_or(""),
-            minted_jti = self.minted_jti.as_deref().unwrap_or(""),
+            token = self.principal.as_deref().map_or("", |p| p.token_id.as_str()),
+            minted_jti = self.minted.as_deref().map_or("", |m| m.jti.as_str()),
             latency_us = o.latency.as_micros() as u64,
             traceparent = o.traceparent.unwrap_or(""),
             "decision"

@@ -184,7 +184,7 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         .await;
     trace.route = (audit.route != "none").then(|| audit.route.to_string());
     trace.organization.clone_from(&audit.organization);
-    trace.subject.clone_from(&audit.subject);
+    trace.subject = audit.principal.as_ref().map(|p| p.subject.clone());
     if let Some(p) = &overrides.principal {
         trace.token_scopes.clone_from(&p.scopes);
         if let (Some(Some(grants)), true) = (&request.grants, trace.organization.is_some()) {
@@ -199,7 +199,7 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     }
     match result {
         Ok(allowed) => {
-            trace.minted_claims = allowed.minted.as_ref().and_then(|m| payload(&m.0.token));
+            trace.minted_claims = allowed.minted.as_ref().and_then(|m| payload(m.token()));
             finish(trace, Ok(()))
         }
         Err(rejection) => finish(trace, Err(rejection)),

@@ -58,7 +58,7 @@ pub struct Authorized<'a> {
     pub principal: Option<Arc<Principal>>,
     pub organization: Option<String>,
     /// The minted token (none for public routes).
-    pub minted: Option<Arc<(Minted, Instant, Duration)>>,
+    pub minted: Option<Arc<Minted>>,
     /// The scopes in the minted token.
     pub scopes: Vec<String>,
 }
@@ -159,7 +159,7 @@ impl Gateway {
         &self.routes
     }
 
-    /// The trusted identity providers' configurations, then scopegate's own.
+    /// The trusted identity providers' configurations (not scopegate's own).
     pub fn issuer_configs(&self) -> Vec<Arc<IssuerConfig>> {
         self.issuers.iter().map(|k| k.config.clone()).collect()
     }
@@ -231,31 +231,19 @@ impl Gateway {
         };
         let result = match self.authorize(&target, &mut audit).await {
             Err(rejection) => Err(rejection),
-            Ok(allowed) => {
-                self.metrics
-                    .gateway_duration
-                    .with_label_values(&["allow"])
-                    .observe(started.elapsed().as_secs_f64());
-                let authorization = allowed.minted.as_ref().map(|m| m.0.authorization.clone());
-                let inbound = Inbound {
-                    peer,
-                    scheme,
-                    host: host_header.as_ref(),
-                    authorization,
-                };
-                let max_body = allowed.route.max_body_bytes;
-                let declared = parts
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if max_body.zip(declared).is_some_and(|(max, len)| len > max) {
+            Ok(allowed) => match self.within_body_limit(allowed.route, &parts.headers) {
+                Err(rejection) => Err(rejection),
+                Ok(()) => {
                     self.metrics
-                        .limit_rejections
-                        .with_label_values(&["body"])
-                        .inc();
-                    Err(Rejection::BodyTooLarge)
-                } else {
+                        .gateway_duration
+                        .with_label_values(&["allow"])
+                        .observe(started.elapsed().as_secs_f64());
+                    let inbound = Inbound {
+                        peer,
+                        scheme,
+                        host: host_header.as_ref(),
+                        authorization: allowed.minted.as_ref().map(|m| m.authorization.clone()),
+                    };
                     let request = Request::from_parts(parts, body);
                     self.upstreams
                         .forward(
@@ -263,21 +251,22 @@ impl Gateway {
                             request,
                             &allowed.path,
                             &inbound,
-                            max_body,
+                            allowed.route.max_body_bytes,
                         )
                         .await
                         .map_err(Rejection::from)
                 }
-            }
+            },
         };
-        let (response, reason) = match result {
-            Ok(r) => (r.map(Either::Left), "allowed"),
+        let (response, reason, allowed) = match result {
+            Ok(r) => (r.map(Either::Left), "allowed", true),
             Err(rejection) => {
-                let code = rejection.code();
+                let (code, after_allow) = (rejection.code(), rejection.after_allow());
+                let response = self.reject(rejection, started);
                 (
-                    self.reject(rejection, started)
-                        .map(|b| Either::Right(Full::new(b))),
+                    response.map(|b| Either::Right(Full::new(b))),
                     code,
+                    after_allow,
                 )
             }
         };
@@ -285,12 +274,33 @@ impl Gateway {
             &audit,
             "proxy",
             method.as_str(),
-            reason,
+            (allowed, reason),
             traceparent.as_deref(),
             started,
             &response,
         );
         response
+    }
+
+    /// A route's body bound, checked against the declared `Content-Length` before anything is
+    /// forwarded (a longer stream is cut off at the bound by the proxy).
+    fn within_body_limit(&self, route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if route
+            .max_body_bytes
+            .zip(declared)
+            .is_some_and(|(max, len)| len > max)
+        {
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["body"])
+                .inc();
+            return Err(Rejection::BodyTooLarge);
+        }
+        Ok(())
     }
 
     /// Handles one request on the forward-auth listener: decide, never forward.
@@ -322,17 +332,17 @@ impl Gateway {
                         .and_then(|a| allowed_answer(&a))
                 }
             };
-        let (response, reason) = match result {
+        let (response, reason, allowed) = match result {
             Ok(r) => {
                 self.metrics
                     .gateway_duration
                     .with_label_values(&["allow"])
                     .observe(started.elapsed().as_secs_f64());
-                (r, "allowed")
+                (r, "allowed", true)
             }
             Err(rejection) => {
-                let code = rejection.code();
-                (self.reject(rejection, started), code)
+                let (code, after_allow) = (rejection.code(), rejection.after_allow());
+                (self.reject(rejection, started), code, after_allow)
             }
         };
         let response = response.map(Full::new);
@@ -340,7 +350,7 @@ impl Gateway {
             &audit,
             "forward_auth",
             parts.method.as_str(),
-            reason,
+            (allowed, reason),
             traceparent,
             started,
             &response,
@@ -349,8 +359,8 @@ impl Gateway {
     }
 
     fn reject(&self, rejection: Rejection, started: Instant) -> Response<Bytes> {
-        // An upstream failure comes after an allow; its gateway time is already recorded.
-        if !matches!(rejection, Rejection::Upstream(_)) {
+        // A failure after the allow (upstream) had its gateway time recorded as an allow.
+        if !rejection.after_allow() {
             self.metrics
                 .gateway_duration
                 .with_label_values(&["deny"])
@@ -369,19 +379,15 @@ impl Gateway {
         audit: &Audit<'_>,
         mode: &'static str,
         method: &str,
-        reason: &'static str,
+        (allowed, reason): (bool, &'static str),
         traceparent: Option<&str>,
         started: Instant,
         response: &Response<B>,
     ) {
         let status = response.status();
         // The gateway's decision, not the upstream's answer: an allowed request whose upstream
-        // said 404 or failed (502/504/503 busy) was still allowed.
-        let decision = if reason == "allowed" || reason.starts_with("upstream_") {
-            "allow"
-        } else {
-            "deny"
-        };
+        // said 404 or failed was still allowed.
+        let decision = if allowed { "allow" } else { "deny" };
         self.metrics
             .requests
             .with_label_values(&[audit.route, decision, status.as_str()])
@@ -496,10 +502,7 @@ impl Gateway {
                 None => Some(self.verifier.authenticate(target.headers).await?),
             },
         };
-        if let Some(p) = &principal {
-            audit.subject = Some(p.subject.clone());
-            audit.token_id = Some(p.token_id.clone());
-        }
+        audit.principal.clone_from(&principal);
         // An exchanged token is good only on routes of its audience, and on its bound path.
         if let Some(TokenKind::Exchanged {
             audience,
@@ -566,7 +569,7 @@ impl Gateway {
                 ttl: route.forward.ttl,
             })?),
         };
-        audit.minted_jti = minted.as_ref().map(|m| m.0.jti.clone());
+        audit.minted.clone_from(&minted);
         Ok(Authorized {
             route,
             path,
@@ -587,7 +590,7 @@ fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
         HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
     };
     if let Some(m) = &a.minted {
-        builder = builder.header(header::AUTHORIZATION, m.0.authorization.clone());
+        builder = builder.header(header::AUTHORIZATION, m.authorization.clone());
         builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
     }
     if let Some(p) = &a.principal {

@@ -125,11 +125,23 @@ pub struct MintRequest<'a> {
 /// A minted token.
 #[derive(Debug)]
 pub struct Minted {
-    pub token: String,
     /// `Bearer <token>`, built once: what every forwarded request carries.
     pub authorization: http::HeaderValue,
     pub jti: String,
     pub expires_at: u64,
+    /// How long it was minted for (the cache keeps it for half of that).
+    pub lifetime: Duration,
+}
+
+impl Minted {
+    /// The compact JWS itself.
+    pub fn token(&self) -> &str {
+        // Built from `format!("Bearer {token}")` of ASCII base64url, so both steps hold.
+        self.authorization
+            .to_str()
+            .unwrap_or_default()
+            .trim_start_matches("Bearer ")
+    }
 }
 
 /// Why a token could not be minted (500: a server-side fault, never an open door).
@@ -147,21 +159,16 @@ type Key = [u8; 32];
 
 struct HalfLife;
 
-impl moka::Expiry<Key, Arc<(Minted, Instant, Duration)>> for HalfLife {
-    fn expire_after_create(
-        &self,
-        _: &Key,
-        value: &Arc<(Minted, Instant, Duration)>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(value.2 / 2)
+impl moka::Expiry<Key, Arc<Minted>> for HalfLife {
+    fn expire_after_create(&self, _: &Key, value: &Arc<Minted>, _: Instant) -> Option<Duration> {
+        Some(value.lifetime / 2)
     }
 }
 
 /// Signs and caches down-scoped tokens.
 pub struct Minter {
     signing: Arc<Signing>,
-    cache: moka::sync::Cache<Key, Arc<(Minted, Instant, Duration)>>,
+    cache: moka::sync::Cache<Key, Arc<Minted>>,
     metrics: Metrics,
 }
 
@@ -191,10 +198,7 @@ impl Minter {
     }
 
     /// A token for `request`, from the cache while it has half its lifetime left.
-    pub fn mint(
-        &self,
-        request: &MintRequest<'_>,
-    ) -> Result<Arc<(Minted, Instant, Duration)>, MintError> {
+    pub fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
         let key_in_use = self.signing.keys.first().ok_or(MintError::Sign)?;
         let now = unix_now();
         let exp = request
@@ -205,7 +209,7 @@ impl Minter {
             return Err(MintError::Expired);
         }
         let client_id = client_id(request.principal);
-        let cache_key = cache_key(&key_in_use.kid, request, client_id);
+        let cache_key = cache_key(&key_in_use.kid, request, client_id)?;
         if let Some(hit) = self.cache.get(&cache_key) {
             self.metrics.mint_cache_hits.inc();
             return Ok(hit);
@@ -235,16 +239,12 @@ impl Minter {
         let authorization =
             http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| MintError::Sign)?;
         self.metrics.tokens_minted.inc();
-        let minted = Arc::new((
-            Minted {
-                token,
-                authorization,
-                jti,
-                expires_at: exp,
-            },
-            Instant::now(),
-            Duration::from_secs(exp - now),
-        ));
+        let minted = Arc::new(Minted {
+            authorization,
+            jti,
+            expires_at: exp,
+            lifetime: Duration::from_secs(exp - now),
+        });
         self.cache.insert(cache_key, minted.clone());
         Ok(minted)
     }
@@ -264,12 +264,13 @@ pub fn client_id(p: &Principal) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Key {
-    // Serialized straight from the map (no clone); most routes copy no claims at all.
+fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<Key, MintError> {
+    // Serialized straight from the map (no clone); most routes copy no claims at all. A failure
+    // must not collapse into "no claims" (another request's token): it fails the mint.
     let claims = if r.claims.is_empty() {
         Vec::new()
     } else {
-        serde_json::to_vec(&r.claims).unwrap_or_default()
+        serde_json::to_vec(&r.claims).map_err(|_| MintError::Sign)?
     };
     let strings = [
         kid,
@@ -303,7 +304,7 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Key {
     field(&r.principal.expires_at.to_be_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
-    out
+    Ok(out)
 }
 
 /// 128 random bits, hex; `None` if the system RNG fails.

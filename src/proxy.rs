@@ -70,9 +70,16 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 /// The clients for every upstream.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// Per upstream: its pooled client and the slots bounding its requests in flight.
-    clients: HashMap<String, (UpstreamClient, Arc<tokio::sync::Semaphore>)>,
+    clients: HashMap<String, Pooled>,
     metrics: Metrics,
+}
+
+/// One upstream's pooled client, the slots bounding its requests in flight, and its `Host`.
+#[derive(Debug)]
+struct Pooled {
+    client: UpstreamClient,
+    slots: tokio::sync::Semaphore,
+    host: HeaderValue,
 }
 
 impl Upstreams {
@@ -87,12 +94,17 @@ impl Upstreams {
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(256)
                     .build(crate::fetch::https_connector(u.connect_timeout));
+                // An `Authority` is always a valid header value.
+                let host = HeaderValue::from_str(u.authority.as_str())
+                    .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+                let slots = tokio::sync::Semaphore::new(u.max_concurrency);
                 (
                     u.name.clone(),
-                    (
+                    Pooled {
                         client,
-                        Arc::new(tokio::sync::Semaphore::new(u.max_concurrency)),
-                    ),
+                        slots,
+                        host,
+                    },
                 )
             })
             .collect();
@@ -115,7 +127,11 @@ impl Upstreams {
                 .boxed_unsync(),
             None => body.map_err(Into::into).boxed_unsync(),
         });
-        let (client, slots) = self
+        let Pooled {
+            client,
+            slots,
+            host: upstream_host,
+        } = self
             .clients
             .get(&upstream.name)
             .ok_or(UpstreamError::Unavailable)?;
@@ -136,9 +152,9 @@ impl Upstreams {
         set_forwarded(headers, inbound, host);
         // HTTP/1 upstreams get the upstream's own authority; the client's is in X-Forwarded-Host.
         *request.version_mut() = http::Version::HTTP_11;
-        if let Ok(v) = HeaderValue::from_str(upstream.authority.as_str()) {
-            request.headers_mut().insert(header::HOST, v);
-        }
+        request
+            .headers_mut()
+            .insert(header::HOST, upstream_host.clone());
         let started = Instant::now();
         let result = tokio::time::timeout(upstream.timeout, client.request(request)).await;
         self.metrics
@@ -183,6 +199,12 @@ fn upstream_uri(
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        for name in HOP_BY_HOP.iter() {
+            headers.remove(name);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -218,8 +240,11 @@ pub fn strip_owned(headers: &mut HeaderMap) {
 
 /// `X-Forwarded-For` gets the peer appended (earlier values are the client's claims, kept for
 /// the upstream to judge); `X-Forwarded-Proto` and `X-Forwarded-Host` are replaced with what
-/// scopegate itself saw.
+/// scopegate itself saw. The other spellings of the same claims (`Forwarded`, `X-Real-IP`)
+/// are removed: scopegate does not set them, so a client's copy would stand unchallenged.
 fn set_forwarded(headers: &mut HeaderMap, inbound: &Inbound<'_>, host: Option<HeaderValue>) {
+    headers.remove(header::FORWARDED);
+    headers.remove("x-real-ip");
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -60,6 +60,12 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Whether this failure came after the gateway allowed the request (the upstream failed):
+    /// it counts as an allow in metrics and the audit log, with the upstream's status.
+    pub fn after_allow(&self) -> bool {
+        matches!(self, Rejection::Upstream(_))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::Path(_) => StatusCode::BAD_REQUEST,

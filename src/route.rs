@@ -35,6 +35,34 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
 }
 
+#[cfg(test)]
+impl Route {
+    /// A route to a placeholder upstream (audience `u`), for unit tests to adjust.
+    pub(crate) fn for_tests(name: &str, path: &str, access: Access) -> Self {
+        Route {
+            name: name.into(),
+            methods: None,
+            host: None,
+            path: path.into(),
+            upstream: Arc::new(UpstreamConfig {
+                name: "u".into(),
+                scheme: http::uri::Scheme::HTTP,
+                authority: http::uri::Authority::from_static("127.0.0.1:1"),
+                prefix: String::new(),
+                connect_timeout: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(1),
+                audience: "u".into(),
+                max_concurrency: 8,
+            }),
+            access,
+            organization: None,
+            condition: None,
+            forward: Default::default(),
+            max_body_bytes: None,
+        }
+    }
+}
+
 /// Who may use a route.
 #[derive(Debug)]
 pub enum Access {

@@ -184,11 +184,7 @@ impl Verifier {
 
     /// The request's principal, from its single `Authorization: Bearer` header.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
-        let token = bearer(headers)?;
-        if token.len() > self.max_token_bytes {
-            return Err(AuthError::TooLarge(self.max_token_bytes));
-        }
-        let principal = self.verify(token).await?;
+        let principal = self.verify(bearer(headers)?).await?;
         // A token minted for an upstream must not open the front door if it leaks.
         if principal.kind == TokenKind::Upstream {
             return Err(AuthError::UpstreamToken);
@@ -196,8 +192,12 @@ impl Verifier {
         Ok(principal)
     }
 
-    /// Verifies one compact JWS.
+    /// Verifies one compact JWS, of any kind scopegate accepts (the front door further refuses
+    /// upstream tokens). The size bound applies to every caller, the token endpoint included.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge(self.max_token_bytes));
+        }
         let hash = token_hash(token);
         if let Some(p) = self.cache.get(&hash)
             && p.expires_at > unix_now()

@@ -455,6 +455,17 @@ fn from_parsed(
         ),
     };
     let signing = signing(&mut check, base, &raw.signing);
+    if let Some(s) = &signing
+        && let Some(i) = issuers
+            .iter()
+            .find(|i| i.issuer.trim_end_matches('/') == s.issuer)
+    {
+        check.error(
+            &[Step::Key("issuers"), Step::Key(&i.name), Step::Key("issuer")],
+            format!("issuer `{}` is scopegate's own `signing.issuer`", i.name),
+            "scopegate already trusts the tokens it issues itself; remove this issuer, or give scopegate another issuer URL",
+        );
+    }
     let permissions = raw
         .permissions
         .as_ref()

@@ -410,3 +410,19 @@ fn every_error_of_one_load_is_reported() {
     );
     assert!(errors.iter().any(|e| e.message.contains("`soon`")));
 }
+
+#[test]
+fn an_issuer_that_is_scopegates_own_is_refused() {
+    // The IdP on lines 8-11 names scopegate's own signing issuer (plus a trailing slash).
+    let server = server().replace(
+        "issuer: https://idp.example.com/",
+        "issuer: https://gw.example.com/",
+    );
+    let error = one_error(&server, &[("policy.yaml", POLICY)]);
+    assert_error(
+        &error,
+        "scopegate.yaml",
+        9,
+        "is scopegate's own `signing.issuer`",
+    );
+}

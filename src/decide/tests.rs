@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Allowed, Decision, Input, decide, effective_scopes};
 use crate::condition::{Condition, Facts};
-use crate::config::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat, UpstreamConfig};
-use crate::mint::{Forward, ForwardScopes};
+use crate::config::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
+use crate::mint::ForwardScopes;
 use crate::org::OrgSource;
 use crate::permissions::{Grants, Membership};
 use crate::reject::Rejection;
@@ -68,27 +68,7 @@ fn rule(all: &[&str], any: &[&str]) -> Access {
 }
 
 fn route(access: Access) -> Route {
-    Route {
-        name: "r".into(),
-        methods: None,
-        host: None,
-        path: "/orgs/{org}/x".into(),
-        upstream: Arc::new(UpstreamConfig {
-            name: "u".into(),
-            scheme: http::uri::Scheme::HTTP,
-            authority: "127.0.0.1:1".parse().unwrap(),
-            prefix: String::new(),
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            audience: "u".into(),
-            max_concurrency: 8,
-        }),
-        access,
-        organization: None,
-        condition: None,
-        forward: Forward::default(),
-        max_body_bytes: None,
-    }
+    Route::for_tests("r", "/orgs/{org}/x", access)
 }
 
 fn org_route(access: Access) -> Route {

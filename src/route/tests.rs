@@ -1,32 +1,14 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Method;
 
 use super::{Access, Route, RouteTable};
-use crate::config::UpstreamConfig;
 
 fn route(name: &str, method: Option<Method>, host: Option<&str>, path: &str) -> Arc<Route> {
     Arc::new(Route {
-        name: name.into(),
         methods: method.map(|m| vec![m]),
         host: host.map(Into::into),
-        path: path.into(),
-        upstream: Arc::new(UpstreamConfig {
-            name: "u".into(),
-            scheme: http::uri::Scheme::HTTP,
-            authority: "127.0.0.1:1".parse().unwrap(),
-            prefix: String::new(),
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            audience: "u".into(),
-            max_concurrency: 8,
-        }),
-        access: Access::Public,
-        organization: None,
-        condition: None,
-        forward: Default::default(),
-        max_body_bytes: None,
+        ..Route::for_tests(name, path, Access::Public)
     })
 }
 

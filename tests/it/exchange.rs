@@ -254,9 +254,17 @@ async fn exchange_refusals_follow_rfc_6749() {
         )
         .await;
     assert_eq!(a.json()["error"], "unsupported_grant_type");
-    // An invalid subject token.
+    // An invalid subject token, and one over the token size bound.
     let a = exchange(&h, "not-a-token", &bound).await;
     assert_eq!(a.json()["error"], "invalid_grant");
+    let a = exchange(&h, &"x".repeat(9000), &bound).await;
+    assert_eq!(a.json()["error"], "invalid_grant");
+    assert!(
+        a.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 8192 bytes")
+    );
     let metrics = String::from_utf8_lossy(&h.admin_get("/metrics").await.body).into_owned();
     assert!(
         metrics.contains(r#"scopegate_token_exchanges_total{client="builds-api",result="ok"} 3"#),

@@ -184,6 +184,11 @@ impl Harness {
         format!("http://{}{}", self.gateway.auth_addr.unwrap(), path)
     }
 
+    /// A forward-auth decision request (`GET /` on the auth listener) with `headers`.
+    pub async fn ask(&self, headers: &[(&str, &str)]) -> Answer {
+        self.client.get(&self.auth_url("/"), headers).await
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.gateway.admin_addr, path)
     }
