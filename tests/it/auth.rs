@@ -16,12 +16,7 @@ fn b64(v: &serde_json::Value) -> String {
 
 /// Asserts a 401 with an `invalid_token` challenge whose description mentions `words`.
 fn assert_invalid_token(a: &crate::util::Answer, words: &str) {
-    assert_eq!(
-        a.status,
-        StatusCode::UNAUTHORIZED,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::UNAUTHORIZED);
     let challenge = a.header("www-authenticate");
     assert!(challenge.starts_with("Bearer "), "{challenge}");
     assert!(

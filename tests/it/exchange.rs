@@ -94,12 +94,7 @@ async fn story_01_a_build_job_calls_back_after_the_users_token_expired() {
         ],
     )
     .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::OK);
     assert_eq!(a.header("cache-control"), "no-store");
     let answer = a.json();
     assert_eq!(
@@ -129,12 +124,7 @@ async fn story_01_a_build_job_calls_back_after_the_users_token_expired() {
 
     // 4. Hours later (here: seconds), the job calls back with the exchanged token.
     let done = h.call(Method::PUT, "/builds/42", &callback, &[]).await;
-    assert_eq!(
-        done.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&done.body)
-    );
+    done.expect_status(StatusCode::OK);
     let echo = done.json();
     assert_eq!(echo["token_verified"], true, "{}", echo["token_error"]);
     let minted = &echo["token_claims"];
@@ -223,12 +213,7 @@ async fn exchange_refusals_follow_rfc_6749() {
             Bytes::from(post),
         )
         .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::OK);
     // Lifetime above the rule's cap is capped; below it is honored.
     let a = exchange(&h, &user, &[bound[0], bound[1], ("expires_in", "99999999")]).await;
     assert_eq!(a.json()["expires_in"], 6 * 3600);

@@ -40,12 +40,7 @@ async fn a_100_mb_body_streams_through_with_a_matching_checksum() {
             body,
         )
         .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::OK);
     let echo = a.json();
     assert_eq!(echo["body_bytes"], (CHUNK * CHUNKS) as u64);
     assert_eq!(echo["body_sha256"], expected);

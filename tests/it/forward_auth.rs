@@ -20,12 +20,7 @@ async fn drive(h: &Harness, addr: std::net::SocketAddr) {
             &[("authorization", &format!("Bearer {token}"))],
         )
         .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::OK);
     let echo = a.json();
     assert_eq!(echo["path"], "/orgs/acme/builds");
     assert_eq!(echo["token_verified"], true, "{}", echo["token_error"]);

@@ -10,12 +10,7 @@ const ALICE_PROJECTS: &str = "read:projects write:projects delete:projects";
 
 /// The minted token's claims, after checking the upstream verified it.
 fn minted(a: &Answer) -> serde_json::Value {
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.expect_status(StatusCode::OK);
     let echo = a.json();
     assert_eq!(
         echo["token_verified"], true,

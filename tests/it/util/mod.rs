@@ -362,6 +362,18 @@ impl Answer {
             .unwrap_or("")
     }
 
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect_status(&self, status: StatusCode) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
     /// The problem body's `code`.
     pub fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or_default().to_string()
