@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audit::Audit;
-use crate::gateway::{Gateway, Overrides, Target, host_only};
+use crate::gateway::{Gateway, Overrides, Target};
+use crate::host::Host;
 use crate::permissions::{Grants, Membership};
 
 /// A request to explain.
@@ -91,7 +92,8 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string)
         })
-        .map(|h| host_only(&h));
+        .and_then(|h| Host::parse(h.as_bytes()).ok());
+    let host_name = host.as_ref().map(Host::name);
     let path_only: Uri = request
         .uri
         .path_and_query()
@@ -122,10 +124,7 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         minted_claims: None,
     };
     if let Some(path) = &trace.normalized_path {
-        match gateway
-            .routes()
-            .find(&request.method, host.as_deref(), path)
-        {
+        match gateway.routes().find(&request.method, host_name, path) {
             Some(m) => {
                 trace.params = m
                     .params
@@ -135,10 +134,9 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
                 trace.condition = m.route.condition.as_ref().map(|c| c.source().to_string());
             }
             None => {
-                trace.near_misses =
-                    gateway
-                        .routes()
-                        .near_misses(&request.method, host.as_deref(), path)
+                trace.near_misses = gateway
+                    .routes()
+                    .near_misses(&request.method, host_name, path)
             }
         }
     }
@@ -175,7 +173,7 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     let target = Target {
         method: &request.method,
         uri: &path_only,
-        host: host.as_deref(),
+        host: host.as_ref(),
         headers: &request.headers,
     };
     let mut audit = Audit::default();

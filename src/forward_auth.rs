@@ -1,19 +1,31 @@
 //! Forward-auth (decision) mode: ingress controllers ask scopegate whether to let a request
-//! through, and copy the minted `Authorization` from the answer. The original request is read
-//! from the convention the caller speaks, only when the peer is trusted:
+//! through, and copy the minted `Authorization` from the answer.
 //!
-//! - nginx `auth_request` / ingress-nginx `auth-url`: `X-Original-Method` and `X-Original-URI`
-//!   (or ingress-nginx's full `X-Original-URL`);
-//! - Traefik `forwardAuth` and Caddy `forward_auth`: `X-Forwarded-Method`, `X-Forwarded-Uri`,
-//!   `X-Forwarded-Host`, `X-Forwarded-Proto`;
-//! - Envoy `ext_authz` (HTTP service): the check request's own method and path, under a prefix.
+//! The trust boundary is the ingress. Every ingress below passes the client's own headers into
+//! the check request, so scopegate reads the original request only from the headers that the
+//! configured ingress itself sets (it overwrites any client copy of those), and refuses a check
+//! request that carries a describing header the ingress does not set: the client wrote it.
 //!
-//! The URI they carry goes through the same normalization and pipeline as in proxy mode.
+//! | convention | method | path | host | refused when present |
+//! |---|---|---|---|---|
+//! | `nginx` (`auth_request`) | `X-Original-Method` | `X-Original-URI` | `X-Original-Host` | `X-Original-URL`, `X-Forwarded-*` |
+//! | `ingress-nginx` (`auth-url`) | `X-Original-Method` | `X-Original-URL` (an `X-Original-URI` must agree) | `X-Original-URL` | `X-Original-Host`, `X-Forwarded-*` |
+//! | `traefik` / `caddy` | `X-Forwarded-Method` | `X-Forwarded-Uri` | `X-Forwarded-Host` | `X-Original-*` |
+//! | `envoy` (`ext_authz` HTTP) | the check's own | the check's own, under a prefix | `Host` | `X-Original-*`, `X-Forwarded-Uri/-Method/-Host` |
+//!
+//! Every header a convention reads is required (a missing method is refused, not read as GET).
+//! `auto` detects the convention per request from the headers present and is weaker (a client
+//! can pick the convention where the ingress sets none of them); it must be asked for.
+
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 use ipnet::IpNet;
+
+use crate::host::Host;
 
 /// Forward-auth settings.
 #[derive(Debug, Clone)]
@@ -22,19 +34,73 @@ pub struct ForwardAuthConfig {
     pub trusted_peers: Vec<IpNet>,
     /// Where Envoy's ext_authz puts the original path (`/envoy/orgs/1` is `/orgs/1`).
     pub envoy_prefix: String,
-    /// The one convention to accept; `None` detects it per request.
+    /// The one convention to accept; `None` detects it per request (`auto`).
     pub convention: Option<Convention>,
 }
 
 /// How an ingress describes the original request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convention {
-    /// `X-Original-Method` + `X-Original-URI` (or `X-Original-URL`).
+    /// nginx `auth_request`: `X-Original-Method`, `X-Original-URI`, `X-Original-Host`.
     Nginx,
-    /// `X-Forwarded-Method` + `X-Forwarded-Uri` + `X-Forwarded-Host` (Traefik, Caddy).
+    /// ingress-nginx `auth-url`: `X-Original-Method` and the full `X-Original-URL`.
+    IngressNginx,
+    /// `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host` (Traefik, Caddy).
     Traefik,
-    /// The check request's own method and path, under `envoy_prefix`.
+    /// The check request's own method and path, under `envoy_prefix`, and its `Host`.
     Envoy,
+}
+
+const X_ORIGINAL_METHOD: &str = "x-original-method";
+const X_ORIGINAL_URI: &str = "x-original-uri";
+const X_ORIGINAL_URL: &str = "x-original-url";
+const X_ORIGINAL_HOST: &str = "x-original-host";
+const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+const X_FORWARDED_URI: &str = "x-forwarded-uri";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+/// Every header some ingress uses to describe the original request.
+const DESCRIBING: [&str; 7] = [
+    X_ORIGINAL_METHOD,
+    X_ORIGINAL_URI,
+    X_ORIGINAL_URL,
+    X_ORIGINAL_HOST,
+    X_FORWARDED_METHOD,
+    X_FORWARDED_URI,
+    X_FORWARDED_HOST,
+];
+
+impl Convention {
+    /// The describing headers this ingress sets itself (all of them, every time).
+    fn sets(self) -> &'static [&'static str] {
+        match self {
+            Convention::Nginx => &[X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_HOST],
+            // With `auth-method` set, ingress-nginx sets X-Original-URI too; it must agree.
+            Convention::IngressNginx => &[X_ORIGINAL_METHOD, X_ORIGINAL_URL, X_ORIGINAL_URI],
+            Convention::Traefik => &[X_FORWARDED_METHOD, X_FORWARDED_URI, X_FORWARDED_HOST],
+            Convention::Envoy => &[],
+        }
+    }
+
+    /// The convention whose headers a request carries, for `auto`.
+    fn detect(headers: &HeaderMap) -> Result<Self, OriginalError> {
+        let has = |n: &str| headers.contains_key(n);
+        let found: Vec<Convention> = [
+            (has(X_ORIGINAL_URL), Convention::IngressNginx),
+            (has(X_ORIGINAL_URI), Convention::Nginx),
+            (has(X_FORWARDED_URI), Convention::Traefik),
+        ]
+        .into_iter()
+        .filter_map(|(present, c)| present.then_some(c))
+        .collect();
+        match found.as_slice() {
+            [] => Ok(Convention::Envoy),
+            [one] => Ok(*one),
+            _ => Err(OriginalError::Conflicting(
+                "more than one convention's headers",
+            )),
+        }
+    }
 }
 
 impl Default for ForwardAuthConfig {
@@ -45,7 +111,7 @@ impl Default for ForwardAuthConfig {
                 .filter_map(|n| n.parse().ok())
                 .collect(),
             envoy_prefix: "/envoy".to_string(),
-            convention: None,
+            convention: Some(Convention::Nginx),
         }
     }
 }
@@ -54,11 +120,10 @@ impl Default for ForwardAuthConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Original {
     pub method: Method,
+    /// Origin form: path and query.
     pub uri: Uri,
-    /// The host the client asked for, when the convention carries it.
-    pub host: Option<String>,
-    /// Which convention it came in.
-    pub convention: &'static str,
+    /// The validated host the client asked for.
+    pub host: Host,
 }
 
 /// Why the original request could not be read (the answer is 400 or 403, never 200).
@@ -67,28 +132,28 @@ pub enum OriginalError {
     /// The peer is not trusted to speak for the original request.
     #[error("this peer is not trusted to ask for decisions")]
     UntrustedPeer,
-    /// A header of the convention is missing, repeated or malformed.
-    #[error("the original request is not described correctly: {0}")]
+    /// A header the convention sets is missing, repeated or malformed.
+    #[error("the original request is not described correctly: `{0}`")]
     Malformed(&'static str),
+    /// A describing header the ingress does not set is present: the client could have written it.
+    #[error("the check request carries `{0}`, which the configured ingress does not set")]
+    Conflicting(&'static str),
 }
 
-fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, OriginalError> {
+fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, OriginalError> {
     let mut values = headers.get_all(HeaderName::from_static(name)).iter();
     match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| OriginalError::Malformed(name)),
-        (Some(_), Some(_)) => Err(OriginalError::Malformed(name)),
+        (Some(v), None) => v.to_str().map_err(|_| OriginalError::Malformed(name)),
+        _ => Err(OriginalError::Malformed(name)),
     }
 }
 
-fn method(value: Option<&str>, name: &'static str) -> Result<Method, OriginalError> {
-    // An auth subrequest without a method header defaults to GET, as nginx sends no body anyway.
-    value.map_or(Ok(Method::GET), |m| {
-        Method::from_bytes(m.as_bytes()).map_err(|_| OriginalError::Malformed(name))
-    })
+fn method(headers: &HeaderMap, name: &'static str) -> Result<Method, OriginalError> {
+    Method::from_bytes(one(headers, name)?.as_bytes()).map_err(|_| OriginalError::Malformed(name))
+}
+
+fn host(value: &str, name: &'static str) -> Result<Host, OriginalError> {
+    Host::parse(value.as_bytes()).map_err(|_| OriginalError::Malformed(name))
 }
 
 impl ForwardAuthConfig {
@@ -107,31 +172,50 @@ impl ForwardAuthConfig {
         if !self.trusted_peers.iter().any(|n| n.contains(&peer)) {
             return Err(OriginalError::UntrustedPeer);
         }
-        let host_header = headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let nginx =
-            headers.contains_key("x-original-url") || headers.contains_key("x-original-uri");
-        let traefik = headers.contains_key("x-forwarded-uri");
-        // Traefik and Caddy pass the client's own headers into the check request, and nginx may
-        // too: a client could add the other family's headers to describe a request it is not
-        // making. Both families at once is therefore refused, never guessed.
-        let convention = match (self.convention, nginx, traefik) {
-            (_, true, true) => {
-                return Err(OriginalError::Malformed(
-                    "both x-original-* and x-forwarded-uri",
-                ));
-            }
-            (Some(pinned), _, _) => pinned,
-            (None, true, false) => Convention::Nginx,
-            (None, false, true) => Convention::Traefik,
-            (None, false, false) => Convention::Envoy,
+        let convention = match self.convention {
+            Some(pinned) => pinned,
+            None => Convention::detect(headers)?,
         };
+        let sets = convention.sets();
+        if let Some(foreign) = DESCRIBING
+            .iter()
+            .find(|n| !sets.contains(n) && headers.contains_key(**n))
+        {
+            return Err(OriginalError::Conflicting(foreign));
+        }
         match convention {
-            Convention::Nginx => nginx_original(headers, host_header),
-            Convention::Traefik => traefik_original(headers),
-            Convention::Envoy => self.envoy_original(method_, uri, host_header),
+            Convention::Nginx => Ok(Original {
+                method: method(headers, X_ORIGINAL_METHOD)?,
+                uri: origin_form(one(headers, X_ORIGINAL_URI)?, X_ORIGINAL_URI)?,
+                host: host(one(headers, X_ORIGINAL_HOST)?, X_ORIGINAL_HOST)?,
+            }),
+            Convention::IngressNginx => {
+                let raw = one(headers, X_ORIGINAL_URL)?;
+                let url: Uri = raw
+                    .parse()
+                    .map_err(|_| OriginalError::Malformed(X_ORIGINAL_URL))?;
+                let authority = url
+                    .authority()
+                    .filter(|a| url.scheme().is_some() && !a.as_str().contains('@'))
+                    .ok_or(OriginalError::Malformed(X_ORIGINAL_URL))?;
+                let pq = url
+                    .path_and_query()
+                    .ok_or(OriginalError::Malformed(X_ORIGINAL_URL))?;
+                if headers.contains_key(X_ORIGINAL_URI) && one(headers, X_ORIGINAL_URI)? != pq {
+                    return Err(OriginalError::Conflicting(X_ORIGINAL_URI));
+                }
+                Ok(Original {
+                    method: method(headers, X_ORIGINAL_METHOD)?,
+                    uri: origin_form(pq.as_str(), X_ORIGINAL_URL)?,
+                    host: host(authority.as_str(), X_ORIGINAL_URL)?,
+                })
+            }
+            Convention::Traefik => Ok(Original {
+                method: method(headers, X_FORWARDED_METHOD)?,
+                uri: origin_form(one(headers, X_FORWARDED_URI)?, X_FORWARDED_URI)?,
+                host: host(one(headers, X_FORWARDED_HOST)?, X_FORWARDED_HOST)?,
+            }),
+            Convention::Envoy => self.envoy_original(method_, uri, headers),
         }
     }
 
@@ -139,7 +223,7 @@ impl ForwardAuthConfig {
         &self,
         method_: &Method,
         uri: &Uri,
-        host_header: Option<String>,
+        headers: &HeaderMap,
     ) -> Result<Original, OriginalError> {
         let rest = uri
             .path()
@@ -150,65 +234,26 @@ impl ForwardAuthConfig {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
         };
+        // Envoy's check request is HTTP/1.1 with the original authority as its Host.
+        let host = crate::host::of_request(http::Version::HTTP_11, uri, headers)
+            .map_err(|_| OriginalError::Malformed("host"))?
+            .ok_or(OriginalError::Malformed("host"))?;
         Ok(Original {
             method: method_.clone(),
-            uri: pq.parse().map_err(|_| OriginalError::Malformed("path"))?,
-            host: host_header,
-            convention: "envoy",
+            uri: origin_form(&pq, "path")?,
+            host,
         })
     }
 }
 
-fn nginx_original(
-    headers: &HeaderMap,
-    host_header: Option<String>,
-) -> Result<Original, OriginalError> {
-    if let Some(url) = one(headers, "x-original-url")? {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| OriginalError::Malformed("x-original-url"))?;
-        return Ok(Original {
-            method: method(one(headers, "x-original-method")?, "x-original-method")?,
-            host: uri.host().map(str::to_string),
-            uri: path_only(&uri, "x-original-url")?,
-            convention: "nginx",
-        });
-    }
-    let raw = one(headers, "x-original-uri")?.ok_or(OriginalError::Malformed("x-original-uri"))?;
-    let uri: Uri = raw
-        .parse()
-        .map_err(|_| OriginalError::Malformed("x-original-uri"))?;
-    Ok(Original {
-        method: method(one(headers, "x-original-method")?, "x-original-method")?,
-        uri: path_only(&uri, "x-original-uri")?,
-        host: one(headers, "x-forwarded-host")?
-            .map(str::to_string)
-            .or(host_header),
-        convention: "nginx",
-    })
-}
-
-fn traefik_original(headers: &HeaderMap) -> Result<Original, OriginalError> {
-    let raw =
-        one(headers, "x-forwarded-uri")?.ok_or(OriginalError::Malformed("x-forwarded-uri"))?;
-    let uri: Uri = raw
-        .parse()
-        .map_err(|_| OriginalError::Malformed("x-forwarded-uri"))?;
-    Ok(Original {
-        method: method(one(headers, "x-forwarded-method")?, "x-forwarded-method")?,
-        uri: path_only(&uri, "x-forwarded-uri")?,
-        host: one(headers, "x-forwarded-host")?.map(str::to_string),
-        convention: "traefik",
-    })
-}
-
-/// The origin-form part of a URI (path and query), refusing anything else.
-fn path_only(uri: &Uri, name: &'static str) -> Result<Uri, OriginalError> {
-    let pq = uri.path_and_query().ok_or(OriginalError::Malformed(name))?;
-    if !pq.path().starts_with('/') {
+/// An origin-form target (`/path?query`), refusing anything else.
+fn origin_form(raw: &str, name: &'static str) -> Result<Uri, OriginalError> {
+    if !raw.starts_with('/') || !raw.is_ascii() {
         return Err(OriginalError::Malformed(name));
     }
-    pq.as_str()
-        .parse()
-        .map_err(|_| OriginalError::Malformed(name))
+    let uri: Uri = raw.parse().map_err(|_| OriginalError::Malformed(name))?;
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(OriginalError::Malformed(name));
+    }
+    Ok(uri)
 }

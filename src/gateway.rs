@@ -18,6 +18,8 @@ use crate::config::{Combine, Config, IssuerConfig, KeysSource, Roles, ScopesForm
 use crate::decide::{Decision, Input, decide};
 use crate::exchange::ExchangeConfig;
 use crate::forward_auth::ForwardAuthConfig;
+use crate::host::Host;
+use crate::inbound::{RequestError, RequestRules};
 use crate::jwks::{IssuerKeys, KeySet};
 use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
@@ -44,8 +46,8 @@ pub struct Overrides {
 pub struct Target<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
-    /// Lower-case host without port.
-    pub host: Option<&'a str>,
+    /// The validated host (`None` only for an HTTP/1.0 request without one).
+    pub host: Option<&'a Host>,
     pub headers: &'a HeaderMap,
 }
 
@@ -74,6 +76,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     exchange: Option<Arc<ExchangeConfig>>,
     forward_auth: ForwardAuthConfig,
+    requests: RequestRules,
     pub metrics: Metrics,
     /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
@@ -133,6 +136,7 @@ impl Gateway {
             upstreams,
             exchange: config.exchange,
             forward_auth: config.forward_auth,
+            requests: config.requests,
             metrics,
             issuers,
             own_paths,
@@ -213,51 +217,9 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let traceparent = crate::audit::traceparent(&parts.headers).map(str::to_string);
-        let host_header = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let host = host_header
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .map(host_only);
-        let target = Target {
-            method: &parts.method,
-            uri: &parts.uri,
-            host: host.as_deref(),
-            headers: &parts.headers,
-        };
-        let result = match self.authorize(&target, &mut audit).await {
-            Err(rejection) => Err(rejection),
-            Ok(allowed) => match self.within_body_limit(allowed.route, &parts.headers) {
-                Err(rejection) => Err(rejection),
-                Ok(()) => {
-                    self.metrics
-                        .gateway_duration
-                        .with_label_values(&["allow"])
-                        .observe(started.elapsed().as_secs_f64());
-                    let inbound = Inbound {
-                        peer,
-                        scheme,
-                        host: host_header.as_ref(),
-                        authorization: allowed.minted.as_ref().map(|m| m.authorization.clone()),
-                    };
-                    let request = Request::from_parts(parts, body);
-                    self.upstreams
-                        .forward(
-                            &allowed.route.upstream,
-                            request,
-                            &allowed.path,
-                            &inbound,
-                            allowed.route.max_body_bytes,
-                        )
-                        .await
-                        .map_err(Rejection::from)
-                }
-            },
-        };
+        let result = self
+            .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
+            .await;
         let (response, reason, allowed) = match result {
             Ok(r) => (r.map(Either::Left), "allowed", true),
             Err(rejection) => {
@@ -280,6 +242,58 @@ impl Gateway {
             &response,
         );
         response
+    }
+
+    /// The proxy pipeline for one request: its host, the decision, the checks on what will be
+    /// forwarded, and forwarding.
+    async fn proxy_allowed<'a>(
+        &'a self,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        scheme: &'static str,
+        started: Instant,
+        audit: &mut Audit<'a>,
+    ) -> Result<Response<Incoming>, Rejection> {
+        let host = crate::host::of_request(parts.version, &parts.uri, &parts.headers)?;
+        let target = Target {
+            method: &parts.method,
+            uri: &parts.uri,
+            host: host.as_ref(),
+            headers: &parts.headers,
+        };
+        let allowed = self.authorize(&target, audit).await?;
+        self.within_body_limit(allowed.route, &parts.headers)?;
+        let decision_header = match &allowed.route.organization {
+            Some(crate::org::OrgSource::Header(name)) => Some(name),
+            _ => None,
+        };
+        if decision_header.is_some_and(|h| crate::proxy::connection_names(&parts.headers, h)) {
+            return Err(RequestError::ConnectionStripsDecision.into());
+        }
+        self.metrics
+            .gateway_duration
+            .with_label_values(&["allow"])
+            .observe(started.elapsed().as_secs_f64());
+        let inbound = Inbound {
+            peer,
+            scheme,
+            host: host.as_ref(),
+            authorization: allowed.minted.as_ref().map(|m| m.authorization.clone()),
+            rules: &self.requests,
+            decision_header,
+        };
+        let request = Request::from_parts(parts, body);
+        Ok(self
+            .upstreams
+            .forward(
+                &allowed.route.upstream,
+                request,
+                &allowed.path,
+                &inbound,
+                allowed.route.max_body_bytes,
+            )
+            .await?)
     }
 
     /// A route's body bound, checked against the declared `Content-Length` before anything is
@@ -320,11 +334,10 @@ impl Gateway {
             {
                 Err(e) => Err(Rejection::from(e)),
                 Ok(original) => {
-                    let host = original.host.as_deref().map(host_only);
                     let target = Target {
                         method: &original.method,
                         uri: &original.uri,
-                        host: host.as_deref(),
+                        host: Some(&original.host),
                         headers: &parts.headers,
                     };
                     self.authorize(&target, &mut audit)
@@ -487,12 +500,20 @@ impl Gateway {
         audit: &mut Audit<'a>,
         overrides: &Overrides,
     ) -> Result<Authorized<'a>, Rejection> {
+        self.requests.check_headers(target.headers)?;
+        // HEAD is judged as GET; the upstream still gets the HEAD.
+        let method = self.requests.routing_method(target.method)?;
+        crate::inbound::check_query(target.uri.query())?;
         let path = crate::normalize::normalize(target.uri.path())?;
+        let host = target.host.map(Host::name);
         let matched = self
             .routes
-            .find(target.method, target.host, &path)
+            .find(&method, host, &path)
             .ok_or(Rejection::NoRoute)?;
         let route = matched.route;
+        if !route.matrix_params && path.contains(';') {
+            return Err(crate::normalize::PathError::MatrixParameter.into());
+        }
         audit.route = &route.name;
         audit.path = Some(path.clone());
         let principal = match &route.access {
@@ -518,7 +539,7 @@ impl Gateway {
             Some(source) => Some(source.resolve(
                 target.headers,
                 target.uri.query(),
-                target.host,
+                host,
                 &matched.params,
                 principal.as_deref(),
             )?),
@@ -551,7 +572,7 @@ impl Gateway {
             organization: organization.as_deref(),
             membership: membership.as_deref(),
             params: &matched.params,
-            method: target.method.as_str(),
+            method: method.as_str(),
             path: &path,
         });
         let allowed = match decision {
@@ -643,14 +664,4 @@ fn own_issuer(config: &Config) -> IssuerConfig {
         fetch_timeout: Duration::from_secs(1),
         combine: Combine::Intersect,
     }
-}
-
-/// The host part of a Host header value, lower-cased, without port.
-pub fn host_only(value: &str) -> String {
-    let host = if let Some(rest) = value.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        value.rsplit_once(':').map_or(value, |(h, _)| h)
-    };
-    host.to_ascii_lowercase()
 }

@@ -18,6 +18,8 @@ pub mod explain;
 pub mod fetch;
 pub mod forward_auth;
 pub mod gateway;
+pub mod host;
+pub mod inbound;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;

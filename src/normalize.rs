@@ -7,7 +7,9 @@
 //! - `%2F`, `%5C` (encoded `/` and `\`), `%00`, a raw `\`, invalid percent-encoding, and
 //!   dot segments (`.`/`..`, raw or encoded) are rejected;
 //! - runs of `/` collapse into one (`//a` is `/a`); a trailing `/` is kept and significant;
-//! - case is kept: paths are case-sensitive.
+//! - case is kept: paths are case-sensitive;
+//! - bytes outside ASCII are rejected; `;` is kept here, and refused by the gateway unless the
+//!   matched route accepts matrix parameters.
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,13 @@ pub enum PathError {
     /// A `.` or `..` segment, raw or encoded.
     #[error("the path contains a dot segment")]
     DotSegment,
+    /// A byte outside ASCII: upstreams decode it in different charsets.
+    #[error("the path contains bytes outside ASCII; percent-encode them")]
+    NonAscii,
+    /// A `;` path parameter (`/admin;/users`, `/static/..;/admin`), which Java and some
+    /// other servers strip before routing; refused unless the route accepts matrix parameters.
+    #[error("the path contains `;` parameters, which this route does not accept")]
+    MatrixParameter,
 }
 
 /// Normalizes `raw` (the path of a request target, without the query) per the module rules.
@@ -74,15 +83,17 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 }
                 i += 1;
             }
-            // hyper only hands us valid request-target bytes, all ASCII.
+            0x80.. => return Err(PathError::NonAscii),
             _ => {
                 out.push(char::from(b));
                 i += 1;
             }
         }
     }
+    // `..;x` is `..` to servers that strip path parameters before resolving dot segments.
     if out
         .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
         .any(|segment| segment == "." || segment == "..")
     {
         return Err(PathError::DotSegment);

@@ -3,6 +3,9 @@
 
 use crate::verify::Principal;
 
+#[cfg(test)]
+mod tests;
+
 /// Where a route's organization comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrgSource {
@@ -70,26 +73,12 @@ impl OrgSource {
                     _ => None,
                 }
             }
-            OrgSource::Query(name) => {
-                let mut found = query
-                    .into_iter()
-                    .flat_map(|q| q.split('&'))
-                    .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                    .filter(|(k, _)| k == name)
-                    .map(|(_, v)| v.to_string());
-                let first = found.next();
-                if found.next().is_some() {
-                    return Err(OrgError::Invalid(format!(
-                        "{} appears more than once",
-                        self.describe()
-                    )));
-                }
-                first
-            }
+            OrgSource::Query(name) => query_value(query, name)
+                .map_err(|why| OrgError::Invalid(format!("{} {why}", self.describe())))?,
             OrgSource::Host => host
-                .and_then(|h| h.split('.').next())
-                .filter(|_| host.is_some_and(|h| h.contains('.')))
-                .map(str::to_string),
+                .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+                .and_then(|h| h.split_once('.'))
+                .map(|(first, _)| first.to_string()),
             OrgSource::Claim(name) => principal
                 .and_then(|p| p.claims.get(name))
                 .and_then(|v| v.as_str())
@@ -109,4 +98,40 @@ impl OrgSource {
             Some(v) => Ok(v),
         }
     }
+}
+
+/// The one value of query parameter `name`, decoded as `application/x-www-form-urlencoded`
+/// (what upstream frameworks do). Refused, because some framework would read another value:
+/// the name twice (after decoding: `org=a&%6Frg=b`), a case variant (`ORG=`), an array or
+/// object form (`org[]=`, `org[x]=`, `org.x=`), or a `;` anywhere (a separator to some servers).
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, &'static str> {
+    let Some(query) = query else { return Ok(None) };
+    if query.contains(';') {
+        return Err("cannot be read from a query that contains `;`");
+    }
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(prefix) = key.get(..name.len()) else {
+            continue;
+        };
+        if !prefix.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let rest = &key[name.len()..];
+        let variant = rest
+            .bytes()
+            .next()
+            .is_some_and(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        if (rest.is_empty() && prefix != name) || variant {
+            return Err("has a variant spelling in the query");
+        }
+        if !rest.is_empty() {
+            continue;
+        }
+        if found.is_some() {
+            return Err("appears more than once");
+        }
+        found = Some(value.into_owned());
+    }
+    Ok(found)
 }

@@ -53,10 +53,14 @@ pub struct Inbound<'a> {
     pub peer: SocketAddr,
     /// `http` or `https`: the scheme of the listener the request came in on.
     pub scheme: &'static str,
-    /// The Host the client asked for, as sent.
-    pub host: Option<&'a HeaderValue>,
+    /// The validated host the client asked for (forwarded as `X-Forwarded-Host`).
+    pub host: Option<&'a crate::host::Host>,
     /// What replaces the client's `Authorization` (the minted token), or `None` to send none.
     pub authorization: Option<HeaderValue>,
+    /// Override headers to strip and the other header steps.
+    pub rules: &'a crate::inbound::RequestRules,
+    /// The request header the decision read the organization from, if any.
+    pub decision_header: Option<&'a HeaderName>,
 }
 
 /// What goes upstream: the client's body, streamed, with the route's size bound when it has one.
@@ -144,10 +148,15 @@ impl Upstreams {
             UpstreamError::Busy
         })?;
         *request.uri_mut() = upstream_uri(upstream, path, request.uri().query())?;
-        let host = inbound.host.cloned();
+        let host = inbound
+            .host
+            .and_then(|h| HeaderValue::from_str(h.authority()).ok());
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
         strip_owned(headers);
+        inbound
+            .rules
+            .rewrite_headers(headers, inbound.decision_header);
         set_authorization(headers, inbound.authorization.clone());
         set_forwarded(headers, inbound, host);
         // HTTP/1 upstreams get the upstream's own authority; the client's is in X-Forwarded-Host.
@@ -195,6 +204,16 @@ fn upstream_uri(
         .path_and_query(pq)
         .build()
         .map_err(|_| UpstreamError::Unavailable)
+}
+
+/// Whether the request's `Connection` header names `name` (and so would remove it upstream).
+pub fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.

@@ -54,6 +54,12 @@ pub enum Rejection {
     /// malformed (400).
     #[error(transparent)]
     ForwardAuth(#[from] crate::forward_auth::OriginalError),
+    /// The request's host is invalid, repeated or contradicts the target (400).
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+    /// The request could be read differently upstream (400; 431 for too many headers).
+    #[error(transparent)]
+    Request(#[from] crate::inbound::RequestError),
     /// The token to forward could not be minted (500; 401 when the caller's token just expired).
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -69,6 +75,11 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::Path(_) => StatusCode::BAD_REQUEST,
+            Rejection::Host(_) => StatusCode::BAD_REQUEST,
+            Rejection::Request(crate::inbound::RequestError::TooManyHeaders(_)) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Rejection::Request(_) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::Auth(AuthError::MultipleHeaders) => StatusCode::BAD_REQUEST,
             Rejection::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +106,12 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::Path(_) => "bad_path",
+            Rejection::Host(_) => "bad_host",
+            Rejection::Request(crate::inbound::RequestError::Method) => "bad_method",
+            Rejection::Request(crate::inbound::RequestError::TooManyHeaders(_)) => {
+                "too_many_headers"
+            }
+            Rejection::Request(_) => "ambiguous_request",
             Rejection::NoRoute => "no_route",
             Rejection::Auth(e) => match e {
                 AuthError::Missing => "missing_token",
@@ -114,6 +131,9 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
                 "untrusted_peer"
+            }
+            Rejection::ForwardAuth(crate::forward_auth::OriginalError::Conflicting(_)) => {
+                "forged_original_request"
             }
             Rejection::ForwardAuth(_) => "bad_original_request",
             Rejection::NotMember => "not_member",

@@ -33,6 +33,8 @@ pub struct Route {
     pub forward: crate::mint::Forward,
     /// The largest request body forwarded, when bounded.
     pub max_body_bytes: Option<u64>,
+    /// Whether `;` path parameters are accepted (refused by default).
+    pub matrix_params: bool,
 }
 
 #[cfg(test)]
@@ -59,6 +61,7 @@ impl Route {
             condition: None,
             forward: Default::default(),
             max_body_bytes: None,
+            matrix_params: false,
         }
     }
 }

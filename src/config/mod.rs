@@ -37,6 +37,8 @@ pub struct Config {
     /// Token exchange, when clients are configured.
     pub exchange: Option<Arc<crate::exchange::ExchangeConfig>>,
     pub forward_auth: crate::forward_auth::ForwardAuthConfig,
+    /// Methods accepted and headers stripped before forwarding.
+    pub requests: crate::inbound::RequestRules,
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
     pub log: LogConfig,
@@ -371,6 +373,7 @@ fn from_parsed(
             .map(|a| socket_addr(&mut check, "auth", a)),
     };
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
+    let requests = requests(&mut check, raw.requests.as_ref());
     let log = LogConfig {
         json: match raw.log.as_ref().and_then(|l| l.format.as_deref()) {
             None | Some("text") => false,
@@ -577,6 +580,7 @@ fn from_parsed(
                 })
             }),
             forward_auth,
+            requests,
             watched: Vec::new(),
             log,
             tests: policy_tests,
@@ -927,6 +931,11 @@ fn route(
     let methods = methods.map(|ms| {
         ms.iter()
             .filter_map(|m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if m == Method::HEAD => {
+                    check.error(&at_match("method"), format!("route `{name}` lists HEAD"), "HEAD is authorized exactly as GET on the same path: list GET");
+                    ok = false;
+                    None
+                }
                 Ok(m) => Some(m),
                 Err(_) => {
                     check.error(&at_match("method"), format!("`{m}` is not an HTTP method"), "write a method like GET or POST, a list of them, or leave `method` out for any");
@@ -1033,6 +1042,7 @@ fn route(
         condition,
         forward,
         max_body_bytes: raw.max_body_bytes,
+        matrix_params: raw.matrix_params,
     })
 }
 
@@ -1328,6 +1338,70 @@ fn permissions(
     Some(PermissionsConfig { backend, cache })
 }
 
+fn requests(check: &mut Check<'_>, raw: Option<&raw::Requests>) -> crate::inbound::RequestRules {
+    let mut rules = crate::inbound::RequestRules::default();
+    let Some(raw) = raw else { return rules };
+    let at = |key: &'static str, i: usize| [Step::Key("requests"), Step::Key(key), Step::Index(i)];
+    for (i, m) in raw.extension_methods.iter().enumerate() {
+        match Method::from_bytes(m.as_bytes()) {
+            Ok(method)
+                if m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') =>
+            {
+                rules.extension_methods.push(method);
+            }
+            _ => check.error(
+                &at("extension_methods", i),
+                format!("`{m}` is not an upper-case method token"),
+                "write the method as clients send it, in upper case, like `PROPFIND`",
+            ),
+        }
+    }
+    let header = |check: &mut Check<'_>, key: &'static str, i: usize, name: &str| {
+        let parsed = http::HeaderName::from_bytes(name.as_bytes()).ok();
+        if parsed.is_none() {
+            check.error(
+                &at(key, i),
+                format!("`{name}` is not a header name"),
+                "write a header name like `x-http-method-override`",
+            );
+        }
+        parsed
+    };
+    for (i, name) in raw.keep_headers.iter().enumerate() {
+        if let Some(h) = header(check, "keep_headers", i, name) {
+            if !rules.strip_headers.contains(&h) {
+                check.error(
+                    &at("keep_headers", i),
+                    format!("`{name}` is not stripped by default"),
+                    format!(
+                        "only these are: {}",
+                        crate::inbound::DEFAULT_STRIPPED.join(", ")
+                    ),
+                );
+            }
+            rules.strip_headers.retain(|s| *s != h);
+        }
+    }
+    for (i, name) in raw.strip_headers.iter().enumerate() {
+        if let Some(h) = header(check, "strip_headers", i, name) {
+            rules.strip_headers.push(h);
+        }
+    }
+    if let Some(n) = raw.max_header_count {
+        if n == 0 || n > 10_000 {
+            check.error(
+                &[Step::Key("requests"), Step::Key("max_header_count")],
+                format!("`{n}` is not a usable header count"),
+                "write a number from 1 to 10000; the default is 100",
+            );
+        } else {
+            rules.max_header_count = n;
+        }
+    }
+    rules
+}
+
 fn forward_auth(
     check: &mut Check<'_>,
     raw: Option<&raw::ForwardAuth>,
@@ -1359,15 +1433,16 @@ fn forward_auth(
     }
     use crate::forward_auth::Convention;
     config.convention = match raw.convention.as_deref() {
-        None | Some("auto") => None,
-        Some("nginx") => Some(Convention::Nginx),
+        None | Some("nginx") => Some(Convention::Nginx),
+        Some("auto") => None,
+        Some("ingress-nginx") => Some(Convention::IngressNginx),
         Some("traefik") | Some("caddy") => Some(Convention::Traefik),
         Some("envoy") => Some(Convention::Envoy),
         Some(other) => {
             check.error(
                 &[Step::Key("forward_auth"), Step::Key("convention")],
                 format!("`{other}` is not a forward-auth convention"),
-                "write `auto`, `nginx`, `traefik` (also Caddy) or `envoy`",
+                "write `nginx` (the default), `ingress-nginx`, `traefik` (also Caddy), `envoy`, or `auto` to detect it per request",
             );
             None
         }

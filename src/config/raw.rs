@@ -31,6 +31,27 @@ pub(crate) struct Server {
     pub(crate) forward_auth: Option<ForwardAuth>,
     #[serde(default)]
     pub(crate) log: Option<Log>,
+    #[serde(default)]
+    pub(crate) requests: Option<Requests>,
+}
+
+/// What requests may carry and what of them is never forwarded.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Requests {
+    /// Upper-case extension methods accepted besides GET, HEAD, POST, PUT, DELETE, PATCH,
+    /// OPTIONS and TRACE (for example WebDAV's `PROPFIND`).
+    #[serde(default)]
+    pub(crate) extension_methods: Vec<String>,
+    /// Headers of the default strip list (method and URL overrides) to forward anyway.
+    #[serde(default)]
+    pub(crate) keep_headers: Vec<String>,
+    /// More headers to remove before forwarding.
+    #[serde(default)]
+    pub(crate) strip_headers: Vec<String>,
+    /// The most header fields a request may carry (default 100).
+    #[serde(default)]
+    pub(crate) max_header_count: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -72,7 +93,7 @@ pub(crate) struct ForwardAuth {
     /// The path prefix under which Envoy's ext_authz sends the original path.
     #[serde(default)]
     pub(crate) envoy_prefix: Option<String>,
-    /// `auto` (default), `nginx`, `traefik` or `envoy`.
+    /// `nginx` (default), `ingress-nginx`, `traefik` (also Caddy), `envoy`, or `auto`.
     #[serde(default)]
     pub(crate) convention: Option<String>,
 }
@@ -334,6 +355,10 @@ pub(crate) struct Route {
     pub(crate) max_body_bytes: Option<u64>,
     #[serde(default)]
     pub(crate) forward: Option<Forward>,
+    /// Accept `;` path parameters (`/cars;color=red`), refused by default because servers that
+    /// strip them would route `/admin;/users` to `/admin/users`.
+    #[serde(default)]
+    pub(crate) matrix_params: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

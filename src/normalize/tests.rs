@@ -78,3 +78,19 @@ fn not_absolute_is_refused() {
     assert_eq!(normalize("*"), Err(PathError::NotAbsolute));
     assert_eq!(normalize(""), Err(PathError::NotAbsolute));
 }
+
+#[test]
+fn dot_segments_hidden_behind_path_parameters_are_refused() {
+    for p in ["/static/..;/admin", "/a/.;x/b", "/..;"] {
+        assert_eq!(normalize(p), Err(PathError::DotSegment), "{p}");
+    }
+    // `;` itself is left for the route to accept or refuse.
+    assert_eq!(normalize("/admin;/users").as_deref(), Ok("/admin;/users"));
+}
+
+/// Regression: bytes at or above 0x80 were turned into Latin-1 characters.
+#[test]
+fn bytes_outside_ascii_are_refused() {
+    assert_eq!(normalize("/caf\u{e9}"), Err(PathError::NonAscii));
+    assert_eq!(normalize("/caf%C3%A9").as_deref(), Ok("/caf%C3%A9"));
+}

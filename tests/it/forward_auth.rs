@@ -5,8 +5,17 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::util::ingress::{caddy, nginx};
+use crate::util::ingress::{caddy, nginx, nginx_with};
 use crate::util::{Harness, Options, TestClient};
+
+/// A gateway whose auth listener speaks `convention`.
+async fn pinned(convention: &str) -> Harness {
+    Harness::with(Options {
+        server_extra: format!("forward_auth: {{ convention: {convention} }}"),
+        ..Options::default()
+    })
+    .await
+}
 
 /// Through a real ingress at `addr`: allowed (the upstream gets a minted, verifiable token),
 /// no token (401), insufficient scope (403).
@@ -68,14 +77,14 @@ async fn nginx_auth_request() {
 
 #[tokio::test]
 async fn caddy_forward_auth_with_the_traefik_convention() {
-    let h = Harness::start().await;
+    let h = pinned("caddy").await;
     let proxy = caddy(h.gateway.auth_addr.unwrap(), h.echo).await;
     drive(&h, proxy.addr).await;
 }
 
 #[tokio::test]
 async fn envoy_ext_authz_convention_over_http() {
-    let h = Harness::start().await;
+    let h = pinned("envoy").await;
     let token = h.token("read:builds");
     let bearer = format!("Bearer {token}");
     let a = h
@@ -136,22 +145,47 @@ async fn envoy_ext_authz_convention_over_http() {
 }
 
 #[tokio::test]
-async fn nginx_and_traefik_headers_are_read_directly() {
+async fn the_pinned_convention_reads_only_its_own_headers() {
     let h = Harness::start().await;
     let bearer = format!("Bearer {}", h.token("read:builds"));
+    let nginx = [
+        ("authorization", bearer.as_str()),
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/orgs/acme/builds"),
+        ("x-original-host", "api.example.com"),
+    ];
+    h.ask(&nginx).await.expect_status(StatusCode::OK);
     let a = h
         .ask(&[
             ("authorization", &bearer),
-            ("x-original-method", "GET"),
-            ("x-original-uri", "/orgs/acme/builds"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/orgs/acme/builds"),
+            ("x-forwarded-host", "api.example.com"),
         ])
         .await;
-    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "nginx is the default pin"
+    );
+    assert_eq!(a.code(), "forged_original_request");
+    // The same header twice is ambiguous: never a 200.
+    let mut twice = nginx.to_vec();
+    twice.push(("x-original-uri", "/public"));
+    assert_eq!(h.ask(&twice).await.status, StatusCode::BAD_REQUEST);
+    // Regression: a missing method was read as GET.
+    assert_eq!(
+        h.ask(&[nginx[0], nginx[2], nginx[3]]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let h = pinned("traefik").await;
     let a = h
         .ask(&[
             ("authorization", &bearer),
             ("x-forwarded-method", "DELETE"),
             ("x-forwarded-uri", "/orgs/acme/builds"),
+            ("x-forwarded-host", "api.example.com"),
         ])
         .await;
     assert_eq!(
@@ -159,32 +193,118 @@ async fn nginx_and_traefik_headers_are_read_directly() {
         StatusCode::NOT_FOUND,
         "the reported method counts, not the check request's"
     );
-    // The same header twice is ambiguous: never a 200.
-    let a = h
-        .ask(&[
-            ("authorization", &bearer),
-            ("x-original-uri", "/orgs/acme/builds"),
-            ("x-original-uri", "/public"),
-        ])
+}
+
+/// What a client adds to its own request, of every header family an ingress could read, to be
+/// judged as `GET /orgs/acme/builds` (allowed for its token) while it really sends
+/// `POST /orgs/acme/builds` (which needs `create:builds`).
+const FORGED: [(&str, &str); 7] = [
+    ("x-original-url", "http://api.example.com/orgs/acme/builds"),
+    ("x-original-uri", "/orgs/acme/builds"),
+    ("x-original-method", "GET"),
+    ("x-original-host", "other.example.com"),
+    ("x-forwarded-uri", "/orgs/acme/builds"),
+    ("x-forwarded-method", "GET"),
+    ("x-forwarded-host", "other.example.com"),
+];
+
+/// Sends `POST /orgs/acme/builds` through the ingress at `addr` with each forged header alone
+/// and all of them at once: never allowed, and never judged as the GET. (nginx answers its
+/// `auth_request` with 500 for any auth status other than 2xx, 401 and 403, so scopegate's 400
+/// arrives as 500 there.)
+async fn forged_headers_get_no_200(h: &Harness, addr: std::net::SocketAddr) {
+    let client = TestClient::new();
+    let bearer = format!("Bearer {}", h.token("read:builds"));
+    let mut attempts: Vec<Vec<(&str, &str)>> = FORGED.iter().map(|f| vec![*f]).collect();
+    attempts.push(FORGED.to_vec());
+    for forged in attempts {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(forged.iter().copied());
+        let a = client
+            .send(
+                Method::POST,
+                &format!("http://{addr}/orgs/acme/builds"),
+                &headers,
+                Bytes::new(),
+            )
+            .await;
+        assert!(
+            [
+                StatusCode::FORBIDDEN,
+                StatusCode::BAD_REQUEST,
+                StatusCode::INTERNAL_SERVER_ERROR
+            ]
+            .contains(&a.status),
+            "{forged:?}: {} {}",
+            a.status,
+            a.text()
+        );
+    }
+}
+
+/// Regression (critical): nginx `auth_request` passes every client header to the subrequest,
+/// and `X-Original-URL` was read before `X-Original-URI`, so a client's `X-Original-URL:
+/// /public` made scopegate judge `/public` while nginx forwarded `DELETE /orgs/acme/builds`.
+#[tokio::test]
+async fn through_nginx_a_client_cannot_pick_the_judged_request() {
+    let h = Harness::start().await;
+    let proxy = nginx(h.gateway.auth_addr.unwrap(), h.echo).await;
+    forged_headers_get_no_200(&h, proxy.addr).await;
+    // Judged as the POST it is (403: the token lacks create:builds), not as the forged GET.
+    let bearer = format!("Bearer {}", h.token("read:builds"));
+    let a = TestClient::new()
+        .send(
+            Method::POST,
+            &format!("http://{}/orgs/acme/builds", proxy.addr),
+            &[
+                ("authorization", &bearer),
+                ("x-original-url", "http://api.example.com/orgs/acme/builds"),
+                ("x-original-method", "GET"),
+            ],
+            Bytes::new(),
+        )
         .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    // An older snippet that neither clears X-Original-URL nor sets X-Original-Host: the forged
+    // header is refused instead of believed.
+    let legacy = nginx_with(
+        h.gateway.auth_addr.unwrap(),
+        h.echo,
+        "proxy_set_header X-Original-URI $request_uri;\n      proxy_set_header X-Original-Method $request_method;",
+    )
+    .await;
+    let a = TestClient::new()
+        .send(
+            Method::DELETE,
+            &format!("http://{}/orgs/acme/builds", legacy.addr),
+            &[("x-original-url", "http://api.example.com/public")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "scopegate's 400, as nginx renders it"
+    );
+    forged_headers_get_no_200(&h, legacy.addr).await;
 }
 
 /// Regression: Traefik and Caddy copy client headers into the check request, so a client could
 /// add `X-Original-URI: /public` to a request for a protected path and be judged on `/public`.
 #[tokio::test]
-async fn a_client_cannot_describe_another_request_through_the_other_convention() {
-    let h = Harness::start().await;
+async fn through_caddy_a_client_cannot_pick_the_judged_request() {
+    let h = pinned("caddy").await;
     let a = h
         .ask(&[
             ("x-forwarded-method", "GET"),
             ("x-forwarded-uri", "/orgs/acme/builds"),
+            ("x-forwarded-host", "api.example.com"),
             ("x-original-uri", "/public"),
         ])
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    // And end to end through Caddy: the injected header gets no 200.
     let proxy = caddy(h.gateway.auth_addr.unwrap(), h.echo).await;
+    forged_headers_get_no_200(&h, proxy.addr).await;
     let a = TestClient::new()
         .get(
             &format!("http://{}/orgs/acme/builds", proxy.addr),
@@ -205,7 +325,9 @@ async fn original_request_headers_count_only_from_trusted_peers() {
     let a = h
         .ask(&[
             ("authorization", &bearer),
+            ("x-original-method", "GET"),
             ("x-original-uri", "/orgs/acme/builds"),
+            ("x-original-host", "api.example.com"),
         ])
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);

@@ -63,9 +63,21 @@ async fn wait_until_listening(addr: SocketAddr, child: &mut Child, log: &std::pa
     );
 }
 
-/// nginx in front of `upstream`, asking scopegate's `auth` listener with `auth_request` and
-/// copying the minted `Authorization` upstream.
+/// The headers the README's nginx snippet sets on the auth subrequest: every one scopegate's
+/// `nginx` convention reads, and the client's `X-Original-URL` cleared.
+pub const NGINX_AUTH_HEADERS: &str = r#"proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Host $host;
+      proxy_set_header X-Original-URL "";"#;
+
+/// nginx in front of `upstream`, asking scopegate's `auth` listener with `auth_request` (the
+/// README's snippet) and copying the minted `Authorization` upstream.
 pub async fn nginx(auth: SocketAddr, upstream: SocketAddr) -> Proxy {
+    nginx_with(auth, upstream, NGINX_AUTH_HEADERS).await
+}
+
+/// nginx as in [`nginx`], with `auth_headers` as the subrequest's `proxy_set_header` lines.
+pub async fn nginx_with(auth: SocketAddr, upstream: SocketAddr, auth_headers: &str) -> Proxy {
     require("nginx");
     let dir = workdir("nginx");
     let addr = super::closed_port();
@@ -99,8 +111,7 @@ http {{
       proxy_pass http://{auth}/;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-      proxy_set_header X-Original-Method $request_method;
+      {auth_headers}
     }}
   }}
 }}
