@@ -29,3 +29,4 @@ mod permissions;
 mod scenarios;
 mod schema;
 mod tls;
+mod trust;

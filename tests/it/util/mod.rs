@@ -7,7 +7,9 @@
     reason = "each test module uses a different subset of the helpers"
 )]
 
+pub mod hostile;
 pub mod ingress;
+pub mod parsers;
 pub mod perms;
 
 use std::convert::Infallible;
@@ -94,6 +96,8 @@ pub struct Options {
     pub base: PathBuf,
     /// The `signing:` block; default: one generated ES256 key.
     pub signing: Option<String>,
+    /// Extra entries of `upstreams:` (indented 2 spaces).
+    pub upstreams_extra: String,
 }
 
 impl Default for Options {
@@ -108,6 +112,7 @@ impl Default for Options {
             more_policies: Vec::new(),
             base: repo(),
             signing: None,
+            upstreams_extra: String::new(),
         }
     }
 }
@@ -273,6 +278,7 @@ upstreams:
   builds-api: {{ url: "http://{echo}", audience: "https://builds.example.com" }}
   projects-api: {{ url: "http://{echo}", audience: "https://projects.example.com" }}
   shipments-api: {{ url: "http://{echo}", audience: "https://shipments.example.com" }}
+{upstreams_extra}
 {limits}
 "#,
         signing = o.signing.clone().unwrap_or_else(|| format!(
@@ -284,6 +290,7 @@ upstreams:
         extra = o.issuer_extra,
         closed = closed_port(),
         limits = o.limits,
+        upstreams_extra = o.upstreams_extra,
     );
     Source {
         path: PathBuf::from("scopegate.yaml"),
