@@ -45,6 +45,8 @@ pub struct Rule {
     pub max_ttl: Duration,
     /// When set, a `resource` is required and its path must match this template.
     pub bind: Option<Bind>,
+    /// With `bind`: the methods the issued token may be used with.
+    pub bind_methods: Option<Vec<String>>,
 }
 
 /// A compiled binding template.
@@ -207,7 +209,7 @@ impl ExchangeConfig {
             None if candidates.len() == 1 => &candidates[0],
             None => return Err(err("invalid_target", "name the `audience` of the token")),
         };
-        let bound_path = match (form.one("resource")?, &rule.bind) {
+        let requested_binding = match (form.one("resource")?, &rule.bind) {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(err(
@@ -242,6 +244,7 @@ impl ExchangeConfig {
                 Some((resource.to_string(), path))
             }
         };
+        let bound_path = inherit_binding(subject, requested_binding)?;
         let requested: Vec<String> = match form.one("scope")? {
             Some(s) => s
                 .split(' ')
@@ -300,6 +303,10 @@ impl ExchangeConfig {
         }
         let mut claims = Map::new();
         claims.insert("sub".into(), Value::String(subject.subject.clone()));
+        claims.insert(
+            crate::verify::SUBJECT_ID_CLAIM.into(),
+            crate::verify::subject_id(subject),
+        );
         claims.insert("aud".into(), Value::String(rule.audience.clone()));
         claims.insert("scope".into(), Value::String(scopes.join(" ")));
         claims.insert("act".into(), act);
@@ -314,7 +321,43 @@ impl ExchangeConfig {
             claims.insert("resource".into(), Value::String(resource));
             claims.insert("bound_path".into(), Value::String(path));
         }
+        // Methods bound by this rule, else those the subject token was bound to.
+        let methods = match (&rule.bind_methods, subject.claims.get("bound_methods")) {
+            (Some(ms), _) => Some(Value::from(ms.clone())),
+            (None, inherited) => inherited.cloned(),
+        };
+        if let Some(ms) = methods {
+            claims.insert("bound_methods".into(), ms);
+        }
         Ok((claims, lifetime))
+    }
+}
+
+/// The binding of the token to issue. A subject token that is bound (an exchanged token, or an
+/// upstream token minted from one) passes its binding on: it may be named again, never changed
+/// to another resource, and never dropped.
+fn inherit_binding(
+    subject: &Principal,
+    requested: Option<(String, String)>,
+) -> Result<Option<(String, String)>, ExchangeError> {
+    let bound = subject.claims.get("bound_path").and_then(Value::as_str);
+    match (bound, requested) {
+        (None, requested) => Ok(requested),
+        (Some(b), Some((_, path))) if path != b => Err(err(
+            "invalid_target",
+            "the subject token is bound to another resource",
+        )),
+        (Some(b), requested) => {
+            let resource = subject
+                .claims
+                .get("resource")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            Ok(Some(requested.unwrap_or((
+                resource.unwrap_or_else(|| b.to_string()),
+                b.to_string(),
+            ))))
+        }
     }
 }
 

@@ -524,13 +524,18 @@ impl Gateway {
             },
         };
         audit.principal.clone_from(&principal);
-        // An exchanged token is good only on routes of its audience, and on its bound path.
+        // An exchanged token is good only on routes of its audience, on its bound path, and
+        // with its bound methods.
         if let Some(TokenKind::Exchanged {
             audience,
             bound_path,
+            bound_methods,
         }) = principal.as_deref().map(|p| &p.kind)
             && (*audience != route.upstream.audience
-                || bound_path.as_ref().is_some_and(|b| *b != path))
+                || bound_path.as_ref().is_some_and(|b| *b != path)
+                || bound_methods
+                    .as_ref()
+                    .is_some_and(|ms| !ms.iter().any(|m| m == method.as_str())))
         {
             return Err(Rejection::WrongResource);
         }
@@ -552,7 +557,7 @@ impl Gateway {
             }
             (Some(org), Some(p), Some(permissions)) => {
                 let query = Query {
-                    issuer: p.issuer.issuer.clone(),
+                    issuer: p.origin.clone(),
                     subject: p.subject.clone(),
                     organization: org.clone(),
                     client_id: crate::mint::client_id(p).map(str::to_string),

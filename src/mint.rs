@@ -2,7 +2,9 @@
 //! profile, `typ: at+jwt`), and scopegate's own issuer documents (JWKS, OIDC discovery).
 //!
 //! `exp` is the earlier of the caller's `exp` and now + the route's ttl: proxy mode never extends
-//! a lifetime. Minted tokens are cached per (signing kid, issuer, subject, client, organization,
+//! a lifetime. Identity and delegation survive minting: `sub_id` names (original issuer, `sub`),
+//! and a token derived from an exchanged one keeps its `act` chain and its binding (`resource`,
+//! `bound_path`, `bound_methods`), so exchanging the upstream token again cannot launder them. Minted tokens are cached per (signing kid, issuer, subject, client, organization,
 //! audience, scopes, claims, parent `exp`) and reused until half their lifetime is gone; a new
 //! signing key changes the key, so rotation retires the old key's cached tokens.
 
@@ -233,6 +235,13 @@ impl Minter {
         claims.insert("exp".into(), json!(exp));
         claims.insert("jti".into(), Value::String(jti.clone()));
         claims.insert("token_use".into(), Value::String(UPSTREAM_TOKEN_USE.into()));
+        claims.insert(
+            crate::verify::SUBJECT_ID_CLAIM.into(),
+            crate::verify::subject_id(request.principal),
+        );
+        for (name, value) in delegation(request.principal) {
+            claims.insert(name.into(), value.clone());
+        }
         let token = key_in_use
             .sign("at+jwt", &claims)
             .map_err(|_| MintError::Sign)?;
@@ -272,9 +281,12 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
     } else {
         serde_json::to_vec(&r.claims).map_err(|_| MintError::Sign)?
     };
+    let delegation = serde_json::to_vec(&delegation(r.principal).collect::<Vec<_>>())
+        .map_err(|_| MintError::Sign)?;
     let strings = [
         kid,
         &r.principal.issuer.issuer,
+        &r.principal.origin,
         &r.principal.subject,
         client_id.unwrap_or(""),
         r.organization.unwrap_or(""),
@@ -300,11 +312,22 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
         field(scope.as_bytes());
     }
     field(&claims);
+    field(&delegation);
     // The caller's `exp`, not the minted one: a reused token was capped by this same value.
     field(&r.principal.expires_at.to_be_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
     Ok(out)
+}
+
+/// The claims that carry delegation from the caller's token into every token derived from it.
+pub const DELEGATION_CLAIMS: [&str; 4] = ["act", "resource", "bound_path", "bound_methods"];
+
+/// The caller's delegation claims, to copy into a derived token.
+pub fn delegation(p: &Principal) -> impl Iterator<Item = (&'static str, &Value)> {
+    DELEGATION_CLAIMS
+        .into_iter()
+        .filter_map(|name| p.claims.get(name).map(|v| (name, v)))
 }
 
 /// 128 random bits, hex; `None` if the system RNG fails.

@@ -31,14 +31,23 @@ pub enum TokenKind {
         audience: String,
         /// The one normalized path the token is bound to, if any.
         bound_path: Option<String>,
+        /// The methods the token is bound to, if the exchange rule bound them.
+        bound_methods: Option<Vec<String>>,
     },
 }
+
+/// The claim that names the caller's identity as (issuer, subject) in every token scopegate
+/// issues (RFC 9493 `iss_sub` subject identifier): `sub` alone is ambiguous across issuers.
+pub const SUBJECT_ID_CLAIM: &str = "sub_id";
 
 /// A verified caller.
 #[derive(Debug)]
 pub struct Principal {
     pub kind: TokenKind,
     pub issuer: Arc<IssuerConfig>,
+    /// The identity provider the subject belongs to: the token's issuer, or for tokens
+    /// scopegate issued, the original issuer carried in `sub_id`. Identity is (origin, subject).
+    pub origin: String,
     pub subject: String,
     /// Sorted, without duplicates.
     pub scopes: Vec<String>,
@@ -366,6 +375,16 @@ fn principal(
                         Some(Value::String(p)) => Some(p.clone()),
                         Some(_) => return Err(AuthError::BadClaim("unknown")),
                     },
+                    bound_methods: match claims.get("bound_methods") {
+                        None => None,
+                        Some(Value::Array(ms)) => Some(
+                            ms.iter()
+                                .map(|m| m.as_str().map(str::to_string))
+                                .collect::<Option<_>>()
+                                .ok_or(AuthError::BadClaim("unknown"))?,
+                        ),
+                        Some(_) => return Err(AuthError::BadClaim("unknown")),
+                    },
                 }
             }
             _ => return Err(AuthError::UntrustedIssuer),
@@ -374,6 +393,10 @@ fn principal(
     let subject = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(AuthError::BadClaim("sub")),
+    };
+    let origin = match own {
+        None => issuer.issuer.clone(),
+        Some(_) => origin_issuer(&claims, &subject).ok_or(AuthError::BadClaim("sub_id"))?,
     };
     let expires_at = claims
         .get("exp")
@@ -402,10 +425,25 @@ fn principal(
     Ok(Principal {
         kind,
         issuer: issuer.clone(),
+        origin,
         subject,
         scopes,
         claims,
         expires_at,
         token_id,
     })
+}
+
+/// The original issuer of a scopegate token's subject, from its `sub_id` (which must name the
+/// same `sub`).
+fn origin_issuer(claims: &Map<String, Value>, subject: &str) -> Option<String> {
+    let id = claims.get(SUBJECT_ID_CLAIM)?.as_object()?;
+    (id.get("format")?.as_str()? == "iss_sub" && id.get("sub")?.as_str()? == subject)
+        .then(|| id.get("iss")?.as_str().map(str::to_string))
+        .flatten()
+}
+
+/// The `sub_id` claim for `principal`: its original issuer and subject.
+pub fn subject_id(principal: &Principal) -> Value {
+    serde_json::json!({"format": "iss_sub", "iss": principal.origin, "sub": principal.subject})
 }

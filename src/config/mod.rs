@@ -472,7 +472,7 @@ fn from_parsed(
     let permissions = raw
         .permissions
         .as_ref()
-        .and_then(|p| permissions(&mut check, base, p));
+        .and_then(|p| permissions(&mut check, base, p, &issuers));
     if raw.issuers.is_empty() {
         check.error(
             &[],
@@ -1146,6 +1146,10 @@ fn forward(check: &mut Check<'_>, i: usize, raw: &raw::Forward) -> crate::mint::
         "org_id",
         "token_use",
         "act",
+        "sub_id",
+        "resource",
+        "bound_path",
+        "bound_methods",
     ];
     for (_, to) in &claims {
         if RESERVED.contains(&to.as_str()) {
@@ -1256,6 +1260,7 @@ fn permissions(
     check: &mut Check<'_>,
     base: &Path,
     raw: &raw::Permissions,
+    issuers: &[Arc<IssuerConfig>],
 ) -> Option<PermissionsConfig> {
     use crate::permissions::{CacheConfig, OnError};
     let at = |key: &'static str| [Step::Key("permissions"), Step::Key(key)];
@@ -1267,13 +1272,17 @@ fn permissions(
     let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url) {
         (Some(files), None) => {
             let files = files.iter().map(|f| base.join(f)).collect();
-            match crate::permissions::file::FileBackend::load(files) {
+            let known = issuers
+                .iter()
+                .map(|i| (i.name.clone(), i.issuer.clone()))
+                .collect();
+            match crate::permissions::file::FileBackend::load(files, known) {
                 Ok(b) => Arc::new(b),
                 Err(e) => {
                     check.error(
                         &at("files"),
                         format!("permissions data: {e}"),
-                        "fix the data file; see the README for its format",
+                        "fix the data file; see the README for its format (with several issuers, each file names its `issuer:`)",
                     );
                     return None;
                 }
@@ -1282,7 +1291,7 @@ fn permissions(
         (None, Some(url)) => match url.parse::<Uri>() {
             Ok(u)
                 if matches!(u.scheme_str(), Some("https"))
-                    || (u.scheme_str() == Some("http") && u.host().is_some()) =>
+                    || (u.scheme_str() == Some("http") && is_loopback(&u)) =>
             {
                 Arc::new(crate::permissions::http::HttpBackend::new(
                     u,
@@ -1293,8 +1302,8 @@ fn permissions(
             _ => {
                 check.error(
                     &at("url"),
-                    format!("`{url}` is not an http(s) URL"),
-                    "write the permissions API's URL, like `https://perms.internal/v1/check`",
+                    format!("`{url}` is not an https URL (or http on loopback)"),
+                    "write the permissions API's URL, like `https://perms.internal/v1/check`; plain http is allowed only for loopback addresses",
                 );
                 return None;
             }
@@ -1573,6 +1582,24 @@ fn exchange_rule(
             None
         }
     };
+    let bind_methods = raw.bind_methods.as_ref().map(|ms| {
+        ms.iter()
+            .filter_map(|m| match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if m.bytes().all(|b| b.is_ascii_uppercase()) && bind.is_some() => {
+                    Some(method.to_string())
+                }
+                _ => {
+                    check.error(
+                        &at("bind_methods"),
+                        format!("`{m}` is not an upper-case method, or the rule has no `bind`"),
+                        "write methods like `[PUT]`, together with a `bind` path template",
+                    );
+                    ok = false;
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
     ok.then(|| crate::exchange::Rule {
         name: name.clone(),
         client: raw.client.clone(),
@@ -1580,6 +1607,7 @@ fn exchange_rule(
         scopes: raw.scopes.clone(),
         max_ttl,
         bind,
+        bind_methods,
     })
 }
 

@@ -332,6 +332,9 @@ pub(crate) struct ExchangeRule {
     /// A path template the requested `resource` must match; the token is bound to that path.
     #[serde(default)]
     pub(crate) bind: Option<String>,
+    /// The methods the issued token is bound to (with `bind`), like `[PUT]`.
+    #[serde(default)]
+    pub(crate) bind_methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -49,9 +49,11 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
     let mut scopes = strings(scopes);
     scopes.sort_unstable();
     scopes.dedup();
+    let issuer = issuer(combine);
     Principal {
         kind: crate::verify::TokenKind::Idp,
-        issuer: issuer(combine),
+        origin: issuer.issuer.clone(),
+        issuer,
         subject: "alice".into(),
         scopes,
         claims: object(json!({"sub": "alice", "azp": "cli"})),

@@ -111,7 +111,13 @@ fn run(issuer: &Arc<IssuerConfig>, claims: Map<String, Value>) -> Result<Princip
 
 #[test]
 fn scopegate_tokens_are_told_apart_by_token_use() {
-    let own = |claims| principal(&space(), claims, &token_hash("abc"), Some(1));
+    let own = |mut claims: Map<String, Value>| {
+        claims.insert(
+            "sub_id".into(),
+            json!({"format": "iss_sub", "iss": "https://idp.example", "sub": "alice"}),
+        );
+        principal(&space(), claims, &token_hash("abc"), Some(1))
+    };
     assert_eq!(
         own(base(json!({"token_use": "upstream"}))).unwrap().kind,
         TokenKind::Upstream
@@ -121,9 +127,11 @@ fn scopegate_tokens_are_told_apart_by_token_use() {
         exchanged.kind,
         TokenKind::Exchanged {
             audience: "api".into(),
-            bound_path: Some("/builds/42".into())
+            bound_path: Some("/builds/42".into()),
+            bound_methods: None,
         }
     );
+    assert_eq!(exchanged.origin, "https://idp.example");
     // Deeper than allowed.
     let deep = base(
         json!({"token_use": "exchange", "aud": "api", "act": {"sub": "a", "act": {"sub": "b"}}}),
@@ -230,4 +238,28 @@ fn principal_keeps_every_claim_and_its_issuer() {
     assert_eq!(p.claims.get("azp"), Some(&json!("cli")));
     assert_eq!(p.claims.len(), 4);
     assert!(Arc::ptr_eq(&p.issuer, &corp));
+}
+
+/// Regression: the same `sub` from two issuers was one person. A token scopegate issued names
+/// its subject's original issuer in `sub_id`, which must be there and name the same `sub`.
+#[test]
+fn scopegate_tokens_carry_the_original_issuer_of_their_subject() {
+    let own = |extra: Value| principal(&space(), base(extra), &token_hash("abc"), Some(1));
+    let ok = own(json!({"token_use": "upstream", "sub_id": {"format": "iss_sub", "iss": "https://partner.example", "sub": "alice"}})).unwrap();
+    assert_eq!(ok.origin, "https://partner.example");
+    for bad in [
+        json!({"token_use": "upstream"}),
+        json!({"token_use": "upstream", "sub_id": {"format": "iss_sub", "iss": "https://idp.example", "sub": "mallory"}}),
+        json!({"token_use": "upstream", "sub_id": {"format": "email", "iss": "https://idp.example", "sub": "alice"}}),
+        json!({"token_use": "upstream", "sub_id": "https://idp.example"}),
+    ] {
+        assert_eq!(
+            own(bad.clone()).err(),
+            Some(AuthError::BadClaim("sub_id")),
+            "{bad}"
+        );
+    }
+    // An IdP token's subject belongs to that IdP, whatever it claims.
+    let idp = run(&space(), base(json!({"sub_id": {"format": "iss_sub", "iss": "https://other.example", "sub": "alice"}}))).unwrap();
+    assert_eq!(idp.origin, space().issuer);
 }

@@ -321,3 +321,90 @@ async fn the_discovery_document_names_the_token_endpoint() {
         format!("http://{}/oauth2/token", h.gateway.proxy_addr)
     );
 }
+
+/// Regression: minted upstream tokens dropped `act` and the binding, so the token the API
+/// received for a callback token could be exchanged again into a fresh, unbound token:
+/// `max_act_depth` limited nothing and a callback token renewed itself forever.
+#[tokio::test]
+async fn delegation_survives_minting_and_cannot_be_laundered_by_exchanging_again() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let bound = [
+        ("audience", "https://builds.example.com"),
+        ("resource", "https://api.example.com/builds/42"),
+    ];
+    let callback = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = h.call(Method::PUT, "/builds/42", &callback, &[]).await;
+    done.expect_status(StatusCode::OK);
+    let minted = done.json()["token_claims"].clone();
+    assert_eq!(minted["act"], json!({"sub": "builds-api"}), "{minted}");
+    assert_eq!(minted["bound_path"], "/builds/42");
+    assert_eq!(minted["resource"], "https://api.example.com/builds/42");
+    assert_eq!(minted["sub_id"]["iss"], h.issuer.url.as_str());
+    assert_eq!(minted["bound_methods"], json!(["PUT"]));
+    // The rule binds the method too.
+    let get = h.call(Method::GET, "/builds/42", &callback, &[]).await;
+    assert_eq!(get.code(), "wrong_resource");
+    let received = done.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    // The token the API received carries the chain: exchanging it again is two deep.
+    let a = exchange(&h, &received, &bound).await;
+    assert_eq!(a.json()["error"], "invalid_grant", "{}", a.text());
+    // Nor without naming the resource: no fresh, unbound token.
+    let a = exchange(&h, &received, &bound[..1]).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.json()["access_token"].is_null(), "{}", a.text());
+}
+
+/// A bound subject token passes its binding on: the same resource may be named again, another
+/// one may not.
+#[tokio::test]
+async fn a_bound_subject_cannot_be_rebound_to_another_resource() {
+    let mut options = scenario(&["builds.yaml"]);
+    options.server_extra = options
+        .server_extra
+        .replace("max_act_depth: 1", "max_act_depth: 3");
+    let h = Harness::with(options).await;
+    let bound = [
+        ("audience", "https://builds.example.com"),
+        ("resource", "https://api.example.com/builds/42"),
+    ];
+    let callback = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = exchange(
+        &h,
+        &callback,
+        &[
+            ("audience", "https://builds.example.com"),
+            ("resource", "https://api.example.com/builds/43"),
+        ],
+    )
+    .await;
+    assert_eq!(other.json()["error"], "invalid_target", "{}", other.text());
+    let again = exchange(&h, &callback, &bound).await;
+    again.expect_status(StatusCode::OK);
+    let c = claims_of(again.json()["access_token"].as_str().unwrap());
+    assert_eq!(c["bound_path"], "/builds/42");
+    assert_eq!(
+        c["act"],
+        json!({"sub": "builds-api", "act": {"sub": "builds-api"}})
+    );
+    assert_eq!(
+        h.call(
+            Method::PUT,
+            "/builds/43",
+            again.json()["access_token"].as_str().unwrap(),
+            &[]
+        )
+        .await
+        .code(),
+        "wrong_resource"
+    );
+}

@@ -223,3 +223,83 @@ where
     }
     false
 }
+
+/// Regression: the file backend ignored the issuer and minted tokens carried only `sub`, so a
+/// second (partner) IdP's `alice` got corp-alice's grants and the upstream could not tell them
+/// apart. Identity is (issuer, subject): in the data, in the backend query and in `sub_id`.
+#[tokio::test]
+async fn the_same_sub_from_another_issuer_is_another_person() {
+    use jsonwebtoken::Algorithm;
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let partner = scopegate::dev_issuer::DevIssuer::start(stopped)
+        .await
+        .unwrap();
+    partner.add_key("p", Algorithm::ES256).unwrap();
+    let data = std::env::temp_dir().join(format!(
+        "scopegate-issuers-{}-{}.yaml",
+        std::process::id(),
+        crate::util::closed_port().port()
+    ));
+    std::fs::write(
+        &data,
+        "issuer: test\norganizations:\n  acme:\n    members:\n      alice: { roles: [project-admin] }\n",
+    )
+    .unwrap();
+    let mut o = scenario(&["organizations.yaml"]);
+    o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
+    o.issuers_extra = format!(
+        "  partner:\n    issuer: {}\n    jwks_url: {}\n    algorithms: [ES256]\n    audiences: [api]\n",
+        partner.url,
+        partner.jwks_url()
+    );
+    let h = Harness::with(o).await;
+    let corp = h
+        .get("/orgs/acme/projects", &h.token("read:projects"))
+        .await;
+    corp.expect_status(StatusCode::OK);
+    let claims = &corp.json()["token_claims"];
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(
+        claims["sub_id"],
+        serde_json::json!({"format": "iss_sub", "iss": h.issuer.url, "sub": "alice"})
+    );
+    let mut c = h.claims("read:projects");
+    c["iss"] = partner.url.clone().into();
+    let partner_alice = partner.sign("p", &c).unwrap();
+    let a = h.get("/orgs/acme/projects", &partner_alice).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    assert_eq!(a.code(), "not_member");
+
+    // With two issuers, a data file must say whose users it lists.
+    std::fs::write(
+        &data,
+        "organizations:\n  acme:\n    members:\n      alice: {}\n",
+    )
+    .unwrap();
+    let mut o = scenario(&["organizations.yaml"]);
+    o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
+    o.issuers_extra = format!(
+        "  partner:\n    issuer: {}\n    jwks_url: {}\n    audiences: [api]\n",
+        partner.url,
+        partner.jwks_url()
+    );
+    let text = format!(
+        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: []\nsigning: {{ issuer: \"http://127.0.0.1:1\", keys: [{{ kid: k, generate: true }}] }}\n{}\nissuers:\n  test: {{ issuer: \"{}\", jwks_url: \"{}\", audiences: [api] }}\n{}\nupstreams: {{}}\n",
+        o.server_extra,
+        h.issuer.url,
+        h.issuer.jwks_url(),
+        o.issuers_extra
+    );
+    let err = scopegate::config::from_sources(
+        &scopegate::config::Source {
+            path: "scopegate.yaml".into(),
+            text,
+        },
+        &crate::util::repo(),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`issuer:` is required"), "{err}");
+    let _ = std::fs::remove_file(&data);
+}

@@ -98,6 +98,8 @@ pub struct Options {
     pub signing: Option<String>,
     /// Extra entries of `upstreams:` (indented 2 spaces).
     pub upstreams_extra: String,
+    /// Extra entries of `issuers:` (indented 2 spaces).
+    pub issuers_extra: String,
 }
 
 impl Default for Options {
@@ -113,6 +115,7 @@ impl Default for Options {
             base: repo(),
             signing: None,
             upstreams_extra: String::new(),
+            issuers_extra: String::new(),
         }
     }
 }
@@ -270,6 +273,7 @@ issuers:
     leeway: 5s
     unknown_kid_cooldown: {cooldown}
 {extra}
+{issuers_extra}
 upstreams:
   echo: {{ url: "http://{echo}", timeout: 5s }}
   closed: {{ url: "http://{closed}" }}
@@ -291,6 +295,7 @@ upstreams:
         closed = closed_port(),
         limits = o.limits,
         upstreams_extra = o.upstreams_extra,
+        issuers_extra = o.issuers_extra,
     );
     Source {
         path: PathBuf::from("scopegate.yaml"),
