@@ -76,7 +76,8 @@ impl Bind {
     }
 }
 
-/// An RFC 6749 section 5.2 error.
+/// An RFC 6749 section 5.2 error. Its description never echoes client input (a scope, an
+/// audience, a grant type the client sent): it names which check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {description}")]
 pub struct ExchangeError {
@@ -182,11 +183,8 @@ impl ExchangeConfig {
     ) -> Result<(Map<String, Value>, Duration), ExchangeError> {
         match form.one("requested_token_type")? {
             None | Some(ACCESS_TOKEN_TYPE) => {}
-            Some(other) => {
-                return Err(err(
-                    "invalid_request",
-                    format!("cannot issue `{other}`; only access tokens"),
-                ));
+            Some(_) => {
+                return Err(err("invalid_request", "only access tokens can be issued"));
             }
         }
         let candidates: Vec<&Rule> = self.rules.iter().filter(|r| r.client == client).collect();
@@ -203,7 +201,7 @@ impl ExchangeConfig {
                 .ok_or_else(|| {
                     err(
                         "invalid_target",
-                        format!("this client may not obtain tokens for audience `{aud}`"),
+                        "this client may not obtain tokens for the requested audience",
                     )
                 })?,
             None if candidates.len() == 1 => &candidates[0],
@@ -261,16 +259,16 @@ impl ExchangeConfig {
         if requested.is_empty() {
             return Err(err("invalid_scope", "no scope to grant"));
         }
-        if let Some(s) = requested.iter().find(|s| !rule.scopes.contains(s)) {
+        if requested.iter().any(|s| !rule.scopes.contains(s)) {
             return Err(err(
                 "invalid_scope",
-                format!("scope `{s}` may not be exchanged for this audience"),
+                "a requested scope may not be exchanged for this audience",
             ));
         }
-        if let Some(s) = requested.iter().find(|s| !subject.has_scope(s)) {
+        if requested.iter().any(|s| !subject.has_scope(s)) {
             return Err(err(
                 "invalid_scope",
-                format!("the subject token does not hold scope `{s}`"),
+                "the subject token does not hold a requested scope",
             ));
         }
         let depth = act_depth(&subject.claims) + 1;
@@ -388,20 +386,20 @@ fn form_decode(s: &str) -> String {
 pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
     match form.one("grant_type")? {
         Some(GRANT_TYPE) => {}
-        Some(other) => {
+        Some(_) => {
             return Err(err(
                 "unsupported_grant_type",
-                format!("`{other}` is not supported; use token exchange"),
+                "this grant type is not supported; use token exchange",
             ));
         }
         None => return Err(err("invalid_request", "`grant_type` is missing")),
     }
     match form.one("subject_token_type")? {
         Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
-        Some(other) => {
+        Some(_) => {
             return Err(err(
                 "invalid_request",
-                format!("subject token type `{other}` is not supported"),
+                "this subject token type is not supported",
             ));
         }
         None => return Err(err("invalid_request", "`subject_token_type` is missing")),

@@ -668,5 +668,14 @@ fn own_issuer(config: &Config) -> IssuerConfig {
         unknown_kid_cooldown: Duration::from_secs(30),
         fetch_timeout: Duration::from_secs(1),
         combine: Combine::Intersect,
+        // scopegate's own tokens live as long as the longest exchange rule allows.
+        max_token_age: config
+            .exchange
+            .iter()
+            .flat_map(|e| e.rules.iter().map(|r| r.max_ttl))
+            .max()
+            .unwrap_or_default()
+            .max(Duration::from_secs(24 * 3600))
+            + Duration::from_secs(60),
     }
 }

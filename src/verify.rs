@@ -118,6 +118,9 @@ pub enum AuthError {
     /// A token scopegate minted for an upstream: never accepted back at the front door.
     #[error("the token was issued for an upstream, not for this gateway")]
     UpstreamToken,
+    /// `exp` is further in the future than the issuer's `max_token_age`.
+    #[error("the token's lifetime is longer than its issuer's tokens may have")]
+    LifetimeTooLong,
     /// An exchanged token whose `act` chain is deeper than allowed.
     #[error("the token's delegation chain is too deep")]
     DelegationTooDeep,
@@ -402,6 +405,9 @@ fn principal(
         .get("exp")
         .and_then(Value::as_u64)
         .ok_or(AuthError::BadClaim("exp"))?;
+    if expires_at.saturating_sub(unix_now()) > issuer.max_token_age.as_secs() {
+        return Err(AuthError::LifetimeTooLong);
+    }
     let mut scopes: Vec<String> = match (claims.get(&issuer.scopes_claim), issuer.scopes_format) {
         (None, _) => Vec::new(),
         (Some(Value::String(s)), ScopesFormat::Space) => s

@@ -100,6 +100,9 @@ pub struct IssuerConfig {
     pub unknown_kid_cooldown: Duration,
     pub fetch_timeout: Duration,
     pub combine: Combine,
+    /// The longest remaining lifetime (`exp` - now) a token may have: an `exp` absurdly far in
+    /// the future is a forged or misissued token, and would pin the verified-token cache.
+    pub max_token_age: Duration,
 }
 
 /// Where an issuer's keys come from.
@@ -776,6 +779,11 @@ fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<Issuer
             &at("unknown_kid_cooldown"),
             raw.unknown_kid_cooldown.as_deref(),
             Duration::from_secs(30),
+        ),
+        max_token_age: check.duration(
+            &at("max_token_age"),
+            raw.max_token_age.as_deref(),
+            Duration::from_secs(24 * 3600),
         ),
         combine: match raw.combine {
             None | Some(raw::Combine::Intersect) => Combine::Intersect,

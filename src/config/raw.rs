@@ -193,6 +193,9 @@ pub(crate) struct Issuer {
     pub(crate) refresh_interval: Option<String>,
     #[serde(default)]
     pub(crate) unknown_kid_cooldown: Option<String>,
+    /// The longest remaining lifetime a token may have (default 24h); longer is refused.
+    #[serde(default)]
+    pub(crate) max_token_age: Option<String>,
     #[serde(default)]
     pub(crate) fetch_timeout: Option<String>,
     #[serde(default)]

@@ -41,6 +41,7 @@ fn issuer(combine: Combine) -> Arc<IssuerConfig> {
         unknown_kid_cooldown: Duration::from_secs(30),
         fetch_timeout: Duration::from_secs(5),
         combine,
+        max_token_age: std::time::Duration::from_secs(24 * 3600),
     })
 }
 

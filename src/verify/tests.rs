@@ -84,6 +84,8 @@ fn issuer(claim: &str, format: ScopesFormat) -> Arc<IssuerConfig> {
         unknown_kid_cooldown: Duration::from_secs(30),
         fetch_timeout: Duration::from_secs(5),
         combine: Combine::Intersect,
+        // The fixtures expire in 2033.
+        max_token_age: Duration::from_secs(100 * 365 * 24 * 3600),
     })
 }
 
@@ -262,4 +264,18 @@ fn scopegate_tokens_carry_the_original_issuer_of_their_subject() {
     // An IdP token's subject belongs to that IdP, whatever it claims.
     let idp = run(&space(), base(json!({"sub_id": {"format": "iss_sub", "iss": "https://other.example", "sub": "alice"}}))).unwrap();
     assert_eq!(idp.origin, space().issuer);
+}
+
+/// Regression: an `exp` absurdly far in the future was accepted (and cached until then).
+#[test]
+fn a_lifetime_longer_than_the_issuers_maximum_is_refused() {
+    let issuer = Arc::new(IssuerConfig {
+        max_token_age: Duration::from_secs(3600),
+        ..Arc::into_inner(space()).unwrap()
+    });
+    let now = crate::verify::unix_now();
+    let far = claims(json!({"sub": "alice", "exp": now + 7200}));
+    assert_eq!(run(&issuer, far).err(), Some(AuthError::LifetimeTooLong));
+    let near = claims(json!({"sub": "alice", "exp": now + 3000}));
+    assert!(run(&issuer, near).is_ok());
 }

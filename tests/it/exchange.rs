@@ -408,3 +408,33 @@ async fn a_bound_subject_cannot_be_rebound_to_another_resource() {
         "wrong_resource"
     );
 }
+
+/// Regression: token-endpoint errors echoed client input (the requested scope, audience, grant
+/// type) back into `error_description`.
+#[tokio::test]
+async fn token_endpoint_errors_do_not_echo_client_input() {
+    let h = Harness::with(scenario(&["builds.yaml"])).await;
+    let user = user_token(&h, 300);
+    for (extra, marker) in [
+        (
+            vec![("audience", "https://INJECTED-AUD.example")],
+            "INJECTED-AUD",
+        ),
+        (
+            vec![
+                ("audience", "https://builds.example.com"),
+                ("resource", "https://api.example.com/builds/42"),
+                ("scope", "INJECTED-SCOPE"),
+            ],
+            "INJECTED-SCOPE",
+        ),
+        (
+            vec![("requested_token_type", "urn:INJECTED-TYPE")],
+            "INJECTED-TYPE",
+        ),
+    ] {
+        let a = exchange(&h, &user, &extra).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+        assert!(!a.text().contains(marker), "{}", a.text());
+    }
+}
