@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -286,7 +288,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nr
 
 /// Accepts connections on `listener` until `stop`, serving each with `handler`; the returned
 /// task ends once every accepted connection has finished (graceful drain). With `limits`, the
-/// connection count, header size, time to the first request
+/// connection count (per listener and per client IP), header size, time to the first request
 /// head and idle time are bounded.
 pub fn spawn_listener<H, F, B>(
     listener: TcpListener,
@@ -331,6 +333,8 @@ where
                 .as_ref()
                 .map_or(Semaphore::MAX_PERMITS, |(l, _)| l.max_connections),
         )),
+        per_peer: limits.as_ref().map(|(l, _)| l.max_connections_per_peer),
+        peers: Arc::default(),
     };
     let metrics = limits.map(|(_, m)| m);
     tokio::spawn(async move {
@@ -350,7 +354,7 @@ where
                 _ = stop.changed() => break,
             };
             let opened = Instant::now();
-            let admission = match bounds.admit() {
+            let admission = match bounds.admit(peer.ip()) {
                 Ok(a) => a,
                 Err(limit) => {
                     if let Some(metrics) = &metrics {
@@ -432,24 +436,72 @@ where
 struct Bounds {
     /// One permit per open connection.
     slots: Arc<Semaphore>,
+    /// Open connections per client IP, when bounded.
+    per_peer: Option<usize>,
+    peers: Arc<DashMap<IpAddr, usize>>,
 }
 
 impl Bounds {
-    /// Takes a slot of the listener, or names the limit (the `limit_rejections` label) that
-    /// refuses the connection.
-    fn admit(&self) -> Result<Admission, &'static str> {
+    /// Takes a slot of the listener and one of `ip`'s, or names the limit (the
+    /// `limit_rejections` label) that refuses the connection.
+    fn admit(&self, ip: IpAddr) -> Result<Admission, &'static str> {
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| "connections")?;
-        Ok(Admission { _slot: slot })
+        let peer = match self.per_peer {
+            None => None,
+            Some(max) => Some(PeerSlot::take(&self.peers, ip, max).ok_or("peer_connections")?),
+        };
+        Ok(Admission {
+            _slot: slot,
+            _peer: peer,
+        })
     }
 }
 
 /// A connection's claim on its listener's bounds, given back when the connection task ends.
 struct Admission {
     _slot: OwnedSemaphorePermit,
+    _peer: Option<PeerSlot>,
+}
+
+/// One connection counted against its client's IP address. The count lives in a `DashMap` so
+/// that accepts on many cores do not queue behind one lock, and its entry is removed when the
+/// count drops to zero, so the map holds only the addresses with connections open.
+struct PeerSlot {
+    peers: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(peers: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<Self> {
+        // An IPv4 client of a dual-stack listener shows up as `::ffff:a.b.c.d`; one address,
+        // one count.
+        let ip = ip.to_canonical();
+        let mut open = peers.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        drop(open);
+        Some(Self {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut open) = self.peers.entry(self.ip) {
+            *open.get_mut() = open.get().saturating_sub(1);
+            if *open.get() == 0 {
+                open.remove();
+            }
+        }
+    }
 }
 
 /// Waits until the client has sent its first byte, until `by` at most. hyper-util's auto

@@ -630,3 +630,38 @@ async fn idle_http2_connections_are_told_to_go_away_and_give_their_slots_back() 
         answered.elapsed()
     );
 }
+
+#[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    let disk = OnDisk::new("per-peer", "limits: { max_connections_per_peer: 5 }").await;
+    let running = serve(&disk).await;
+    let addr = running.proxy_addr;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let request = allowed_request(&disk);
+    assert_eq!(
+        raw(addr, request.as_bytes()).await,
+        Some(503),
+        "a sixth from 127.0.0.1"
+    );
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut other = other.connect(addr).await.unwrap();
+    other.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = other.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "127.0.0.2 is served: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(held);
+    until_answered(addr, request.as_bytes(), 200, Duration::from_secs(2)).await;
+    let metrics = crate::util::metrics(running.admin_addr).await;
+    assert!(
+        metrics.contains(r#"scopegate_limit_rejections_total{limit="peer_connections"} 1"#),
+        "{metrics}"
+    );
+}
