@@ -259,11 +259,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         *d = draining;
     }
     let s = shared.clone();
+    let admin_limits = Limits {
+        max_connections: limits.max_connections.min(ADMIN_MAX_CONNECTIONS),
+        max_connections_per_peer: limits.max_connections_per_peer.min(ADMIN_MAX_CONNECTIONS),
+        ..limits
+    };
     spawn_listener(
         admin,
         None,
         shared.stop_all.subscribe(),
-        None,
+        Some((admin_limits, metrics)),
         move |req, _| {
             let s = s.clone();
             async move { Ok::<_, Infallible>(crate::admin::handle(&s, &req)) }
@@ -272,6 +277,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, auth = ?running.auth_addr, tls = scheme == "https", "scopegate listening");
     Ok(running)
 }
+
+/// Connections the admin listener holds at most, whatever `limits.max_connections` says: probes
+/// and scrapes need a handful, and a bound of its own keeps a flood of the proxy port's size from
+/// fitting on the admin port.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long a connection told to go (HTTP/2 GOAWAY on idle or drain) may take with nothing in
 /// flight before it is dropped: one round trip for a request already on the wire, and for the

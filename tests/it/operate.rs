@@ -665,3 +665,30 @@ async fn one_client_address_cannot_take_every_connection() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn silent_sockets_cannot_hold_the_admin_listener() {
+    let disk = OnDisk::new("admin-silent", "limits: { header_read_timeout: 1s }").await;
+    let running = serve(&disk).await;
+    let admin = running.admin_addr;
+    let mut silent = Vec::new();
+    for _ in 0..scopegate::serve::ADMIN_MAX_CONNECTIONS {
+        silent.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    let opened = std::time::Instant::now();
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    assert_eq!(
+        raw(admin, healthz).await,
+        Some(503),
+        "the admin cap is full"
+    );
+    until_answered(admin, healthz, 200, Duration::from_secs(3)).await;
+    assert!(
+        opened.elapsed() < Duration::from_millis(2_500),
+        "slots came back after {:?}",
+        opened.elapsed()
+    );
+    let answer = read_to_close(&mut silent[0]).await;
+    assert!(answer.starts_with(b"HTTP/1.1 408 "), "{answer:?}");
+    let _ = running.proxy_addr;
+}
