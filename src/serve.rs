@@ -5,6 +5,10 @@
 //! it starts and finishes on it. Shutdown is graceful: readiness turns false, the proxy and auth
 //! listeners stop accepting, open connections finish their requests up to the grace period,
 //! and only then do the admin listener and background tasks stop.
+//!
+//! Every connection of a listener with limits is bounded, so that none can hold a slot without
+//! sending requests: a slot of the listener and one of its client IP, a deadline from accept to
+//! its first request head, and an idle timeout between requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -442,7 +446,7 @@ where
     })
 }
 
-/// A listener's connection bounds, shared by its accept loop and its connections.
+/// A listener's connection caps; each admitted connection holds its share until it ends.
 struct Bounds {
     /// One permit per open connection.
     slots: Arc<Semaphore>,
