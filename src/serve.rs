@@ -5,24 +5,32 @@
 //! it starts and finishes on it. Shutdown is graceful: readiness turns false, the proxy and auth
 //! listeners stop accepting, open connections finish their requests up to the grace period,
 //! and only then do the admin listener and background tasks stop.
+//!
+//! Every connection of a listener with limits is bounded, so that none can hold a slot without
+//! sending requests: a slot of the listener and one of its client IP, a deadline from accept to
+//! its first request head, and an idle timeout between requests.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits, Listen};
@@ -255,11 +263,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         *d = draining;
     }
     let s = shared.clone();
+    let admin_limits = Limits {
+        max_connections: limits.max_connections.min(ADMIN_MAX_CONNECTIONS),
+        max_connections_per_peer: limits.max_connections_per_peer.min(ADMIN_MAX_CONNECTIONS),
+        ..limits
+    };
     spawn_listener(
         admin,
         None,
         shared.stop_all.subscribe(),
-        None,
+        Some((admin_limits, metrics)),
         move |req, _| {
             let s = s.clone();
             async move { Ok::<_, Infallible>(crate::admin::handle(&s, &req)) }
@@ -269,9 +282,28 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(running)
 }
 
+/// Connections the admin listener holds at most, whatever `limits.max_connections` says: probes
+/// and scrapes need a handful, and a bound of its own keeps a flood of the proxy port's size from
+/// fitting on the admin port.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection told to go (HTTP/2 GOAWAY on idle or drain) may take with nothing in
+/// flight before it is dropped: one round trip for a request already on the wire, and for the
+/// last response to be flushed. h2 waits for the peer to acknowledge the GOAWAY's ping before it
+/// closes, which a silent peer never does.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The TLS handshake bound of a listener without limits (the listeners of tests and `dev`).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
+
 /// Accepts connections on `listener` until `stop`, serving each with `handler`; the returned
 /// task ends once every accepted connection has finished (graceful drain). With `limits`, the
-/// connection count, header size and header read time are bounded.
+/// connection count (per listener and per client IP), header size, time to the first request
+/// head and idle time are bounded.
 pub fn spawn_listener<H, F, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -287,23 +319,42 @@ where
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if let Some((l, _)) = &limits {
+        // hyper starts this timer whenever it waits for a request head: after the first bytes
+        // (the auto builder's protocol detection comes first, and has no timer) and again after
+        // each response on a kept-alive connection, which it closes, without an answer, when the
+        // next head is late.
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(l.header_read_timeout)
             .max_buf_size(l.max_header_bytes);
+        // Pings find a vanished peer under a long request; an idle live one answers them, which
+        // is why the idle timer below exists.
         builder
             .http2()
             .timer(TokioTimer::new())
+            .keep_alive_interval(l.idle_timeout)
+            .keep_alive_timeout(l.header_read_timeout)
             .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
     }
-    let slots = Arc::new(Semaphore::new(
-        limits
-            .as_ref()
-            .map_or(Semaphore::MAX_PERMITS, |(l, _)| l.max_connections),
-    ));
+    let timeouts = limits.as_ref().map(|(l, _)| Timeouts {
+        head: l.header_read_timeout,
+        idle: l.idle_timeout,
+    });
+    let bounds = Bounds {
+        slots: Arc::new(Semaphore::new(
+            limits
+                .as_ref()
+                .map_or(Semaphore::MAX_PERMITS, |(l, _)| l.max_connections),
+        )),
+        per_peer: limits.as_ref().map(|(l, _)| l.max_connections_per_peer),
+        peers: Arc::default(),
+    };
+    let metrics = limits.map(|(_, m)| m);
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a receiver until it ends: a change asks them to shut down
+        // gracefully, and `closed()` is the end of the drain.
+        let (drain, _) = watch::channel(());
         loop {
             let (mut stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -316,63 +367,341 @@ where
                 },
                 _ = stop.changed() => break,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                if let Some((_, metrics)) = &limits {
-                    metrics
-                        .limit_rejections
-                        .with_label_values(&["connections"])
-                        .inc();
+            let opened = Instant::now();
+            let admission = match bounds.admit(peer.ip()) {
+                Ok(a) => a,
+                Err(limit) => {
+                    if let Some(metrics) = &metrics {
+                        metrics.limit_rejections.with_label_values(&[limit]).inc();
+                    }
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(BUSY).await;
+                    });
+                    continue;
                 }
-                tokio::spawn(async move {
-                    let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n").await;
-                });
-                continue;
             };
             let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
-            let service = service_fn(move |req| handler(req, peer));
+            let activity = Arc::new(Activity::new(opened));
+            let service = {
+                let (handler, activity) = (handler.clone(), activity.clone());
+                service_fn(move |req| {
+                    let in_flight = InFlight::start(activity.clone());
+                    let answer = handler(req, peer);
+                    async move {
+                        answer
+                            .await
+                            .map(|res| res.map(|body| Counted { body, in_flight }))
+                    }
+                })
+            };
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let mut drain = drain.subscribe();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let _slot = slot;
-                let result = match tls {
+                let _admission = admission;
+                let head_by = timeouts.map(|t| opened + t.head);
+                let ended = match tls {
                     None => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
+                        if let Some(by) = head_by
+                            && !first_byte(&mut stream, by, &mut drain).await
+                        {
+                            return;
+                        }
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        drive(conn, &activity, timeouts, &mut drain).await
                     }
                     Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(tls_stream)) => {
-                                watcher
-                                    .watch(
-                                        builder
-                                            .serve_connection(TokioIo::new(tls_stream), service)
-                                            .into_owned(),
-                                    )
-                                    .await
-                            }
+                        let by = head_by.unwrap_or(opened + TLS_HANDSHAKE_TIMEOUT);
+                        let handshake = tokio::select! {
+                            done = tokio::time::timeout_at(by, acceptor.accept(stream)) => done,
+                            _ = drain.changed() => return,
+                        };
+                        let tls_stream = match handshake {
+                            Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 return;
                             }
-                            Err(_) => return,
-                        }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                        drive(conn, &activity, timeouts, &mut drain).await
                     }
                 };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match ended {
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    Some(Ok(())) => {}
+                    None => tracing::debug!(%peer, "connection dropped at its deadline"),
                 }
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        let _ = drain.send(());
+        drain.closed().await;
     })
+}
+
+/// A listener's connection caps; each admitted connection holds its share until it ends.
+struct Bounds {
+    /// One permit per open connection.
+    slots: Arc<Semaphore>,
+    /// Open connections per client IP, when bounded.
+    per_peer: Option<usize>,
+    peers: Arc<DashMap<IpAddr, usize>>,
+}
+
+impl Bounds {
+    /// Takes a slot of the listener and one of `ip`'s, or names the limit (the
+    /// `limit_rejections` label) that refuses the connection.
+    fn admit(&self, ip: IpAddr) -> Result<Admission, &'static str> {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "connections")?;
+        let peer = match self.per_peer {
+            None => None,
+            Some(max) => Some(PeerSlot::take(&self.peers, ip, max).ok_or("peer_connections")?),
+        };
+        Ok(Admission {
+            _slot: slot,
+            _peer: peer,
+        })
+    }
+}
+
+/// A connection's claim on its listener's bounds, given back when the connection task ends.
+struct Admission {
+    _slot: OwnedSemaphorePermit,
+    _peer: Option<PeerSlot>,
+}
+
+/// One connection counted against its client's IP address. The count lives in a `DashMap` so
+/// that accepts on many cores do not queue behind one lock, and its entry is removed when the
+/// count drops to zero, so the map holds only the addresses with connections open.
+struct PeerSlot {
+    peers: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(peers: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<Self> {
+        // An IPv4 client of a dual-stack listener shows up as `::ffff:a.b.c.d`; one address,
+        // one count.
+        let ip = ip.to_canonical();
+        let mut open = peers.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        drop(open);
+        Some(Self {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut open) = self.peers.entry(self.ip) {
+            *open.get_mut() = open.get().saturating_sub(1);
+            if *open.get() == 0 {
+                open.remove();
+            }
+        }
+    }
+}
+
+/// Waits until the client has sent its first byte, until `by` at most. hyper-util's auto
+/// builder reads the first bytes to tell HTTP/1 from HTTP/2 and has no timeout there, so a
+/// silent socket would otherwise hold its slot forever. A silent client gets a 408. Returns
+/// whether to go on serving.
+async fn first_byte(stream: &mut TcpStream, by: Instant, drain: &mut watch::Receiver<()>) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout_at(by, stream.peek(&mut byte)) => match peeked {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                let _ = stream.write_all(REQUEST_TIMEOUT).await;
+                let _ = stream.shutdown().await;
+                false
+            }
+        },
+        _ = drain.changed() => false,
+    }
+}
+
+/// The per-connection time bounds of a listener with limits.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// From accept to the first request head.
+    head: Duration,
+    /// With no request in flight.
+    idle: Duration,
+}
+
+/// Drives one connection to its end. A drain of the listener and the idle timer shut it down
+/// gracefully (HTTP/1 closes after the response in flight, HTTP/2 sends GOAWAY and finishes its
+/// streams); one whose first request head is late, or that still has nothing in flight
+/// [`CLOSE_GRACE`] after being told to go, is dropped, which returns `None`. hyper-util's
+/// `GracefulShutdown` cannot be used here: its watcher takes the connection by value, so nothing
+/// else could shut that connection down, and the trait it needs is sealed.
+async fn drive<I, S, B>(
+    conn: auto::Connection<'_, I, S, TokioExecutor>,
+    activity: &Activity,
+    timeouts: Option<Timeouts>,
+    drain: &mut watch::Receiver<()>,
+) -> Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut going_away = None;
+    let mut draining = false;
+    loop {
+        let wake = timeouts.map(|t| activity.next(t, going_away).0);
+        tokio::select! {
+            ended = conn.as_mut() => return Some(ended),
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+                going_away.get_or_insert_with(Instant::now);
+            }
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                let Some(t) = timeouts else { continue };
+                // Re-read: a request may have started since the timer was set.
+                let (at, step) = activity.next(t, going_away);
+                if at > Instant::now() {
+                    continue;
+                }
+                match step {
+                    Step::Wait => {}
+                    Step::GoAway => {
+                        conn.as_mut().graceful_shutdown();
+                        going_away = Some(Instant::now());
+                    }
+                    Step::Drop => return None,
+                }
+            }
+        }
+    }
+}
+
+/// What the idle timer does to a connection when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A request is in flight: look again later.
+    Wait,
+    /// Idle for `idle_timeout`: shut down gracefully.
+    GoAway,
+    /// No request head in time, or told to go and still there: close.
+    Drop,
+}
+
+/// Requests in flight on one connection and when the last one ended, which the idle timer reads.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Whether any request has started (its head arrived).
+    started: AtomicBool,
+    /// Nanoseconds from `opened` to the end of the last request.
+    last_done: AtomicU64,
+}
+
+impl Activity {
+    fn new(opened: Instant) -> Self {
+        Self {
+            opened,
+            in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            last_done: AtomicU64::new(0),
+        }
+    }
+
+    /// When the timer should fire next, and what it does then.
+    fn next(&self, t: Timeouts, going_away: Option<Instant>) -> (Instant, Step) {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return (now + t.idle, Step::Wait);
+        }
+        let last = self.opened + Duration::from_nanos(self.last_done.load(Ordering::Acquire));
+        if let Some(told) = going_away {
+            return (told.max(last) + CLOSE_GRACE, Step::Drop);
+        }
+        let idle_at = last + t.idle;
+        let head_at = self.opened + t.head;
+        if !self.started.load(Ordering::Acquire) && head_at <= idle_at {
+            return (head_at, Step::Drop);
+        }
+        (idle_at, Step::GoAway)
+    }
+}
+
+/// One request in flight on its connection, counted from the moment hyper calls the service
+/// (its head has arrived) until hyper drops the response body, which it does after the body's
+/// last frame or when the connection ends. Until the body, not the head: a long download is
+/// not idle.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.started.store(true, Ordering::Release);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The time first, so that whoever sees the count at zero also sees when it got there.
+        a.last_done.fetch_max(since, Ordering::AcqRel);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request [`InFlight`] for as long as hyper holds it.
+    struct Counted<B> {
+        #[pin]
+        body: B,
+        in_flight: InFlight,
+    }
+}
+
+impl<B: Body> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -140,16 +140,31 @@ pub struct UpstreamConfig {
     pub max_concurrency: usize,
 }
 
-/// Size and cache bounds.
+/// Size, cache and connection bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_token_bytes: usize,
     pub token_cache_entries: u64,
     pub mint_cache_entries: u64,
     pub max_header_bytes: usize,
+    /// Open connections per listener; at least 1 and at most `Semaphore::MAX_PERMITS`, so the
+    /// listener's semaphore can be built from it.
     pub max_connections: usize,
+    /// Open connections per listener from one client IP; at least 1, at most `max_connections`.
+    pub max_connections_per_peer: usize,
+    /// From accept (TLS handshake included) to a complete request head, and between requests on
+    /// a kept-alive HTTP/1 connection. Longer than zero and at most [`Limits::MAX_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight. Longer than zero and at
+    /// most [`Limits::MAX_TIMEOUT`].
+    pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+impl Limits {
+    /// The longest connection timeout accepted: timers add it to `Instant::now()` (in hyper,
+    /// too), which panics on overflow, and nothing sensible waits a day for a request head.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 }
 
 /// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
@@ -353,6 +368,87 @@ impl Check<'_> {
     }
 }
 
+/// The `limits:` section, each bound checked so that no listener, semaphore or timer built from
+/// it can panic at run time.
+fn limits(check: &mut Check<'_>, raw: &raw::Limits) -> Limits {
+    let max_connections = match raw.max_connections {
+        None => 10_000,
+        Some(n @ 1..=tokio::sync::Semaphore::MAX_PERMITS) => n,
+        Some(n) => {
+            check.error(
+                &[Step::Key("limits"), Step::Key("max_connections")],
+                format!(
+                    "`max_connections` must be between 1 and {}, not `{n}`",
+                    tokio::sync::Semaphore::MAX_PERMITS
+                ),
+                "each open connection takes one slot; the default is `10000`",
+            );
+            10_000
+        }
+    };
+    let max_connections_per_peer = match raw.max_connections_per_peer {
+        // A small `max_connections` lowers the default rather than failing a file that never
+        // mentions the per-peer bound.
+        None => max_connections.min(1_000),
+        Some(n) if (1..=max_connections).contains(&n) => n,
+        Some(n) => {
+            check.error(
+                &[Step::Key("limits"), Step::Key("max_connections_per_peer")],
+                format!(
+                    "`max_connections_per_peer` must be between 1 and `max_connections` ({max_connections}), not `{n}`"
+                ),
+                "it bounds the share of `max_connections` one client IP address may hold",
+            );
+            max_connections.min(1_000)
+        }
+    };
+    let mut timeout = |name: &str, value: Option<&str>, default: Duration| {
+        let path = [Step::Key("limits"), Step::Key(name)];
+        let d = check.duration(&path, value, default);
+        if d.is_zero() || d > Limits::MAX_TIMEOUT {
+            check.error(
+                &path,
+                format!(
+                    "`{name}` must be longer than zero and at most {}, not `{}`",
+                    humantime::format_duration(Limits::MAX_TIMEOUT),
+                    value.unwrap_or_default()
+                ),
+                format!(
+                    "write a duration like `{}`",
+                    humantime::format_duration(default)
+                ),
+            );
+            return default;
+        }
+        d
+    };
+    let header_read_timeout = timeout(
+        "header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let idle_timeout = timeout(
+        "idle_timeout",
+        raw.idle_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+    Limits {
+        max_token_bytes: raw.max_token_bytes.unwrap_or(8 * 1024),
+        token_cache_entries: raw.token_cache_entries.unwrap_or(10_000),
+        mint_cache_entries: raw.mint_cache_entries.unwrap_or(10_000),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
+        max_connections,
+        max_connections_per_peer,
+        header_read_timeout,
+        idle_timeout,
+        shutdown_grace: check.duration(
+            &[Step::Key("limits"), Step::Key("shutdown_grace")],
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+    }
+}
+
 fn from_parsed(
     server: &Source,
     raw: raw::Server,
@@ -439,27 +535,7 @@ fn from_parsed(
         .iter()
         .filter_map(|(name, u)| upstream(&mut check, name, u).map(|u| (name.clone(), Arc::new(u))))
         .collect();
-    let limits = Limits {
-        max_token_bytes: raw.limits.max_token_bytes.unwrap_or(8 * 1024),
-        token_cache_entries: raw.limits.token_cache_entries.unwrap_or(10_000),
-        mint_cache_entries: raw.limits.mint_cache_entries.unwrap_or(10_000),
-        max_header_bytes: raw
-            .limits
-            .max_header_bytes
-            .unwrap_or(64 * 1024)
-            .max(8 * 1024),
-        max_connections: raw.limits.max_connections.unwrap_or(10_000).max(1),
-        header_read_timeout: check.duration(
-            &[Step::Key("limits"), Step::Key("header_read_timeout")],
-            raw.limits.header_read_timeout.as_deref(),
-            Duration::from_secs(10),
-        ),
-        shutdown_grace: check.duration(
-            &[Step::Key("limits"), Step::Key("shutdown_grace")],
-            raw.limits.shutdown_grace.as_deref(),
-            Duration::from_secs(30),
-        ),
-    };
+    let limits = limits(&mut check, &raw.limits);
     let signing = signing(&mut check, base, &raw.signing);
     if let Some(s) = &signing
         && let Some(i) = issuers

@@ -255,9 +255,17 @@ pub(crate) struct Limits {
     /// Open connections per listener (503 beyond).
     #[serde(default)]
     pub(crate) max_connections: Option<usize>,
-    /// Time to receive a request's headers (slow-loris bound; 408).
+    /// Open connections per listener from one client IP address (503 beyond; at most
+    /// `max_connections`).
+    #[serde(default)]
+    pub(crate) max_connections_per_peer: Option<usize>,
+    /// Time from accepting a connection (TLS handshake included) to a complete request head,
+    /// and between requests on a kept-alive HTTP/1 connection (slow-loris bound; 408).
     #[serde(default)]
     pub(crate) header_read_timeout: Option<String>,
+    /// Time a connection may stay open with no request in flight (HTTP/1 and HTTP/2).
+    #[serde(default)]
+    pub(crate) idle_timeout: Option<String>,
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(default)]
     pub(crate) shutdown_grace: Option<String>,

@@ -426,3 +426,87 @@ fn an_issuer_that_is_scopegates_own_is_refused() {
         "is scopegate's own `signing.issuer`",
     );
 }
+
+#[test]
+fn connection_limits_have_defaults_and_a_small_max_connections_lowers_the_per_peer_one() {
+    let limits = load(&server(), &[("policy.yaml", POLICY)]).unwrap().limits;
+    assert_eq!(
+        (
+            limits.max_connections,
+            limits.max_connections_per_peer,
+            limits.header_read_timeout,
+            limits.idle_timeout
+        ),
+        (
+            10_000,
+            1_000,
+            Duration::from_secs(10),
+            Duration::from_secs(60)
+        )
+    );
+    let text = server_with("limits: { max_connections: 30 }\n");
+    let limits = load(&text, &[("policy.yaml", POLICY)]).unwrap().limits;
+    assert_eq!(limits.max_connections_per_peer, 30);
+    let text = server_with(
+        "limits: { max_connections: 30, max_connections_per_peer: 5, idle_timeout: 1s, header_read_timeout: 500ms }\n",
+    );
+    let limits = load(&text, &[("policy.yaml", POLICY)]).unwrap().limits;
+    assert_eq!(
+        (
+            limits.max_connections_per_peer,
+            limits.idle_timeout,
+            limits.header_read_timeout
+        ),
+        (5, Duration::from_secs(1), Duration::from_millis(500))
+    );
+}
+
+#[test]
+fn a_connection_count_the_listener_cannot_hold_is_refused_at_its_line() {
+    for (limits, text) in [
+        (
+            "  max_connections: 0\n",
+            "`max_connections` must be between 1 and",
+        ),
+        (
+            "  max_connections: 2305843009213693952\n",
+            "not `2305843009213693952`",
+        ),
+        (
+            "  max_connections: 30\n  max_connections_per_peer: 31\n",
+            "`max_connections_per_peer` must be between 1 and `max_connections` (30), not `31`",
+        ),
+        (
+            "  max_connections: 30\n  max_connections_per_peer: 0\n",
+            "not `0`",
+        ),
+    ] {
+        let server = server_with(&format!("limits:\n{limits}"));
+        let line = 12 + limits.lines().count();
+        let e = one_error(&server, &[("policy.yaml", POLICY)]);
+        assert_error(&e, "scopegate.yaml", line, text);
+    }
+}
+
+#[test]
+fn a_zero_or_overlong_connection_timeout_is_refused_at_its_line() {
+    for (limits, text) in [
+        (
+            "  header_read_timeout: 0s\n",
+            "`header_read_timeout` must be longer than zero and at most 1day, not `0s`",
+        ),
+        (
+            "  idle_timeout: 0ms\n",
+            "`idle_timeout` must be longer than zero",
+        ),
+        ("  idle_timeout: 2days\n", "not `2days`"),
+        (
+            "  header_read_timeout: 18446744073709551615s\n",
+            "not `18446744073709551615s`",
+        ),
+    ] {
+        let server = server_with(&format!("limits:\n{limits}"));
+        let e = one_error(&server, &[("policy.yaml", POLICY)]);
+        assert_error(&e, "scopegate.yaml", 13, text);
+    }
+}

@@ -470,3 +470,217 @@ async fn every_decision_is_one_json_audit_line_that_never_holds_a_token() {
         (Some("invalid_token"), Some(""))
     );
 }
+
+/// Starts a gateway on `disk` (with the valid policy) and returns it.
+async fn serve(disk: &OnDisk) -> scopegate::serve::Running {
+    disk.write_policy(&policy(0));
+    scopegate::serve::start(scopegate::config::load(&disk.server_file()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A request `raw` sends that the gateway answers 200 (through the echo upstream).
+fn allowed_request(disk: &OnDisk) -> String {
+    format!(
+        "GET /r HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        disk.token("read:builds")
+    )
+}
+
+/// Sends `request` until it is answered `status`, every 50 ms for at most `within`.
+async fn until_answered(addr: SocketAddr, request: &[u8], status: u16, within: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let got = raw(addr, request).await;
+        if got == Some(status) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {got:?} after {:?}, not {status}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads what the server sends on `stream` until it closes the connection (at most 5 s).
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    seen
+}
+
+/// Regression: "idle connections hold connection slots forever" (security finding, DoS). 30
+/// silent TCP sockets kept a gateway with `max_connections: 30` answering 503 for over a minute:
+/// hyper-util's HTTP/1-or-HTTP/2 detection, which comes before hyper's header timer, waited for
+/// the first bytes without a timeout.
+#[tokio::test]
+async fn silent_sockets_are_answered_408_and_give_their_slots_back_after_the_header_read_timeout() {
+    let disk = OnDisk::new(
+        "silent",
+        "limits: { max_connections: 30, header_read_timeout: 1s }",
+    )
+    .await;
+    let running = serve(&disk).await;
+    let addr = running.proxy_addr;
+    let mut silent = Vec::new();
+    for _ in 0..30 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let opened = std::time::Instant::now();
+    let request = allowed_request(&disk);
+    assert_eq!(raw(addr, request.as_bytes()).await, Some(503), "full");
+    until_answered(addr, request.as_bytes(), 200, Duration::from_secs(3)).await;
+    assert!(
+        opened.elapsed() < Duration::from_millis(2_500),
+        "slots came back after {:?}",
+        opened.elapsed()
+    );
+    let answer = read_to_close(&mut silent[0]).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// An empty HTTP/2 SETTINGS frame: length 0, type 4, no flags, stream 0.
+const H2_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The types of the HTTP/2 frames in `bytes`, a server's side of a connection.
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+/// Same finding, HTTP/2: a connection past the preface has no header timer in hyper, and answers
+/// keep-alive pings if it answers anything, so only an idle timer frees its slot.
+#[tokio::test]
+async fn idle_http2_connections_are_told_to_go_away_and_give_their_slots_back() {
+    let disk = OnDisk::new(
+        "idle-h2",
+        "limits: { max_connections: 30, header_read_timeout: 5s, idle_timeout: 1s }",
+    )
+    .await;
+    let running = serve(&disk).await;
+    let addr = running.proxy_addr;
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[H2_PREFACE, H2_SETTINGS].concat())
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    let opened = std::time::Instant::now();
+    let request = allowed_request(&disk);
+    assert_eq!(raw(addr, request.as_bytes()).await, Some(503), "full");
+    until_answered(addr, request.as_bytes(), 200, Duration::from_secs(4)).await;
+    assert!(
+        opened.elapsed() < Duration::from_millis(3_000),
+        "slots came back after {:?}",
+        opened.elapsed()
+    );
+    let frames = h2_frame_types(&read_to_close(&mut idle[0]).await);
+    assert!(frames.contains(&7), "a GOAWAY frame among {frames:?}");
+
+    // A live HTTP/2 client, idle after its request, is closed too.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{addr}/r"))
+        .header(
+            "authorization",
+            format!("Bearer {}", disk.token("read:builds")),
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = send.send_request(req).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    drop(answer);
+    let answered = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        answered.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}, before idle_timeout",
+        answered.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    let disk = OnDisk::new("per-peer", "limits: { max_connections_per_peer: 5 }").await;
+    let running = serve(&disk).await;
+    let addr = running.proxy_addr;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let request = allowed_request(&disk);
+    assert_eq!(
+        raw(addr, request.as_bytes()).await,
+        Some(503),
+        "a sixth from 127.0.0.1"
+    );
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut other = other.connect(addr).await.unwrap();
+    other.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = other.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "127.0.0.2 is served: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(held);
+    until_answered(addr, request.as_bytes(), 200, Duration::from_secs(2)).await;
+    let metrics = crate::util::metrics(running.admin_addr).await;
+    assert!(
+        metrics.contains(r#"scopegate_limit_rejections_total{limit="peer_connections"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn silent_sockets_cannot_hold_the_admin_listener() {
+    let disk = OnDisk::new("admin-silent", "limits: { header_read_timeout: 1s }").await;
+    let running = serve(&disk).await;
+    let admin = running.admin_addr;
+    let mut silent = Vec::new();
+    for _ in 0..scopegate::serve::ADMIN_MAX_CONNECTIONS {
+        silent.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    let opened = std::time::Instant::now();
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    assert_eq!(
+        raw(admin, healthz).await,
+        Some(503),
+        "the admin cap is full"
+    );
+    until_answered(admin, healthz, 200, Duration::from_secs(3)).await;
+    assert!(
+        opened.elapsed() < Duration::from_millis(2_500),
+        "slots came back after {:?}",
+        opened.elapsed()
+    );
+    let answer = read_to_close(&mut silent[0]).await;
+    assert!(answer.starts_with(b"HTTP/1.1 408 "), "{answer:?}");
+}
