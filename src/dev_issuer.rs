@@ -76,9 +76,18 @@ impl DevIssuer {
 
     /// Publishes a key added with [`add_unpublished_key`](Self::add_unpublished_key).
     pub fn publish(&self, kid: &str) {
+        self.set_published(kid, true);
+    }
+
+    /// Removes key `kid` from the JWKS (a compromised or retired key); it still signs.
+    pub fn unpublish(&self, kid: &str) {
+        self.set_published(kid, false);
+    }
+
+    fn set_published(&self, kid: &str, value: bool) {
         for (key, published) in self.write_keys().iter_mut() {
             if key.kid == kid {
-                *published = true;
+                *published = value;
             }
         }
     }

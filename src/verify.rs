@@ -135,25 +135,29 @@ type TokenHash = [u8; 32];
 #[derive(Debug)]
 pub struct Verifier {
     issuers: HashMap<String, Arc<IssuerKeys>>,
-    cache: moka::sync::Cache<TokenHash, Arc<Principal>>,
+    cache: moka::sync::Cache<TokenHash, Verified>,
     max_token_bytes: usize,
     /// scopegate's own issuer (`iss` of minted and exchanged tokens).
     own_issuer: String,
     max_act_depth: usize,
 }
 
+/// A verified token: its principal, and the key set its signature was checked against. A hit
+/// counts only while that same set is the issuer's current one: after a JWKS refresh the token
+/// is verified again, so a key that left the issuer's JWKS stops its tokens at once.
+#[derive(Debug, Clone)]
+struct Verified {
+    principal: Arc<Principal>,
+    keys: Arc<crate::jwks::KeySet>,
+}
+
 /// Cached principals live until their token's `exp`, never longer.
 struct UntilExpiry;
 
-impl moka::Expiry<TokenHash, Arc<Principal>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenHash,
-        value: &Arc<Principal>,
-        _: Instant,
-    ) -> Option<Duration> {
+impl moka::Expiry<TokenHash, Verified> for UntilExpiry {
+    fn expire_after_create(&self, _: &TokenHash, value: &Verified, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs(
-            value.expires_at.saturating_sub(unix_now()),
+            value.principal.expires_at.saturating_sub(unix_now()),
         ))
     }
 }
@@ -211,10 +215,15 @@ impl Verifier {
             return Err(AuthError::TooLarge(self.max_token_bytes));
         }
         let hash = token_hash(token);
-        if let Some(p) = self.cache.get(&hash)
-            && p.expires_at > unix_now()
+        if let Some(hit) = self.cache.get(&hash)
+            && hit.principal.expires_at > unix_now()
+            && self
+                .issuers
+                .get(&hit.principal.issuer.issuer)
+                .and_then(|k| k.snapshot())
+                .is_some_and(|current| Arc::ptr_eq(&current, &hit.keys))
         {
-            return Ok(p);
+            return Ok(hit.principal);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.crit.is_some() {
@@ -261,7 +270,13 @@ impl Verifier {
         let own = (issuer.issuer == self.own_issuer).then_some(self.max_act_depth);
         let principal = principal(issuer, claims, &hash, own)?;
         let principal = Arc::new(principal);
-        self.cache.insert(hash, principal.clone());
+        self.cache.insert(
+            hash,
+            Verified {
+                principal: principal.clone(),
+                keys: set.clone(),
+            },
+        );
         Ok(principal)
     }
 

@@ -480,3 +480,28 @@ async fn the_verified_token_cache_is_bounded() {
     assert!(cached <= 5, "cache holds {cached} entries, bound is 5");
     assert!(cached >= 1);
 }
+
+/// Regression: the verified-token cache kept accepting a token whose key had left the issuer's
+/// JWKS (a retired or compromised key) until the token expired.
+#[tokio::test]
+async fn a_token_whose_key_left_the_jwks_is_refused_at_the_next_refresh() {
+    let h = crate::util::Harness::with(crate::util::Options {
+        issuer_extra: "    refresh_interval: 1s".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = h.token("read:builds");
+    h.get("/orgs/acme/builds", &token)
+        .await
+        .expect_status(http::StatusCode::OK);
+    h.issuer.unpublish("ec");
+    let mut status = http::StatusCode::OK;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = h.get("/orgs/acme/builds", &token).await.status;
+        if status != http::StatusCode::OK {
+            break;
+        }
+    }
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+}
