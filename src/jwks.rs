@@ -277,24 +277,27 @@ impl IssuerKeys {
 
     /// Refreshes every `refresh_interval`; after a failure, retries sooner (a tenth of the
     /// interval, at least a second) until it succeeds.
-    pub fn spawn_refresher(self: &Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let this = Arc::downgrade(self);
+    pub fn spawn_refresher(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let weak = Arc::downgrade(self);
         let interval = self.config.refresh_interval;
         let retry = (interval / 10).max(Duration::from_secs(1));
         // Start-up has just fetched: wait a full interval if that worked, retry soon if not.
         let initial = if self.is_loaded() { interval } else { retry };
-        tokio::spawn(async move {
-            let mut wait = initial;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
+        crate::supervise::spawn("jwks refresher", move || {
+            let (this, mut shutdown) = (weak.clone(), shutdown.clone());
+            async move {
+                let mut wait = initial;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    let Some(keys) = this.upgrade() else { return };
+                    wait = match keys.refresh().await {
+                        Ok(()) => interval,
+                        Err(_) => retry,
+                    };
                 }
-                let Some(keys) = this.upgrade() else { return };
-                wait = match keys.refresh().await {
-                    Ok(()) => interval,
-                    Err(_) => retry,
-                };
             }
         });
     }

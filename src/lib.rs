@@ -32,4 +32,5 @@ pub mod reject;
 pub mod reload;
 pub mod route;
 pub mod serve;
+pub mod supervise;
 pub mod verify;

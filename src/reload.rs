@@ -46,37 +46,40 @@ pub fn spawn(
     watched: Vec<PathBuf>,
     every: Duration,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut watched = watched;
-        let mut seen = fingerprint(&watched);
-        loop {
+    crate::supervise::spawn("configuration reloader", move || {
+        let (shared, path, watched) = (shared.clone(), path.clone(), watched.clone());
+        async move {
             #[cfg(unix)]
-            let signal = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut watched = watched;
+            let mut seen = fingerprint(&watched);
+            loop {
+                #[cfg(unix)]
+                let signal = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let signal = std::future::pending::<Option<()>>();
+                let forced = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = signal => true,
+                };
+                let now = fingerprint(&watched);
+                if !forced && now == seen {
+                    continue;
                 }
-            };
-            #[cfg(not(unix))]
-            let signal = std::future::pending::<Option<()>>();
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(every) => false,
-                _ = signal => true,
-            };
-            let now = fingerprint(&watched);
-            if !forced && now == seen {
-                continue;
-            }
-            if forced {
-                tracing::info!("SIGHUP: reloading the configuration");
-            }
-            seen = now;
-            if let Some(new) = shared.reload_from(&path).await {
-                watched = new;
-                seen = fingerprint(&watched);
+                if forced {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                }
+                seen = now;
+                if let Some(new) = shared.reload_from(&path).await {
+                    watched = new;
+                    seen = fingerprint(&watched);
+                }
             }
         }
     })

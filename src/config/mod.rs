@@ -951,7 +951,7 @@ fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<Up
             Duration::from_secs(30),
         ),
         audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
-        max_concurrency: raw.max_concurrency.unwrap_or(1024).max(1),
+        max_concurrency: bounded(check, &at("max_concurrency"), raw.max_concurrency, 1024),
     })
 }
 
@@ -1380,7 +1380,7 @@ fn permissions(
                 Arc::new(crate::permissions::http::HttpBackend::new(
                     u,
                     timeout,
-                    raw.max_concurrency.unwrap_or(64),
+                    bounded(check, &at("max_concurrency"), raw.max_concurrency, 64),
                 ))
             }
             _ => {
@@ -1493,6 +1493,26 @@ fn requests(check: &mut Check<'_>, raw: Option<&raw::Requests>) -> crate::inboun
         }
     }
     rules
+}
+
+/// The largest concurrency bound accepted: far above any real need, far below what would make
+/// a semaphore panic.
+const MAX_CONCURRENCY: usize = 1_000_000;
+
+/// A concurrency bound from 1 to [`MAX_CONCURRENCY`], else an error (and `default`).
+fn bounded(check: &mut Check<'_>, at: &[Step<'_>], value: Option<usize>, default: usize) -> usize {
+    match value {
+        None => default,
+        Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
+        Some(n) => {
+            check.error(
+                at,
+                format!("`{n}` is not a usable concurrency bound"),
+                format!("write a number from 1 to {MAX_CONCURRENCY}; the default is {default}"),
+            );
+            default
+        }
+    }
 }
 
 fn forward_auth(

@@ -510,3 +510,14 @@ fn a_zero_or_overlong_connection_timeout_is_refused_at_its_line() {
         assert_error(&e, "scopegate.yaml", 13, text);
     }
 }
+
+/// Regression: a huge concurrency bound made `Semaphore::new` panic at start.
+#[test]
+fn concurrency_bounds_are_validated_at_load() {
+    let server = server().replace(
+        "  api: { url: \"http://127.0.0.1:3000\" }",
+        "  api: { url: \"http://127.0.0.1:3000\", max_concurrency: 18446744073709551615 }",
+    );
+    let e = one_error(&server, &[("policy.yaml", POLICY)]);
+    assert_error(&e, "scopegate.yaml", 5, "not a usable concurrency bound");
+}

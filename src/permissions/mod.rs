@@ -236,27 +236,30 @@ impl Permissions {
     pub fn spawn_reloader(
         self: &Arc<Self>,
         every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = shutdown.changed() => return,
-                }
-                let Some(p) = this.upgrade() else { return };
-                match p.backend.reload() {
-                    Ok(true) => {
-                        p.fresh.invalidate_all();
-                        if let Some(s) = &p.stale {
-                            s.invalidate_all();
-                        }
-                        tracing::info!("permissions data reloaded");
+        let weak = Arc::downgrade(self);
+        crate::supervise::spawn("permissions reloader", move || {
+            let (this, mut shutdown) = (weak.clone(), shutdown.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.changed() => return,
                     }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "permissions data is invalid; keeping the last good data")
+                    let Some(p) = this.upgrade() else { return };
+                    match p.backend.reload() {
+                        Ok(true) => {
+                            p.fresh.invalidate_all();
+                            if let Some(s) = &p.stale {
+                                s.invalidate_all();
+                            }
+                            tracing::info!("permissions data reloaded");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "permissions data is invalid; keeping the last good data")
+                        }
                     }
                 }
             }
