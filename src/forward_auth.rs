@@ -143,7 +143,10 @@ pub enum OriginalError {
 fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, OriginalError> {
     let mut values = headers.get_all(HeaderName::from_static(name)).iter();
     match (values.next(), values.next()) {
-        (Some(v), None) => v.to_str().map_err(|_| OriginalError::Malformed(name)),
+        // `http` drops a `#fragment` that the ingress forwards: `/public#/../admin` judged `/public`.
+        (Some(v), None) if !v.as_bytes().contains(&b'#') => {
+            v.to_str().map_err(|_| OriginalError::Malformed(name))
+        }
         _ => Err(OriginalError::Malformed(name)),
     }
 }

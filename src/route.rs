@@ -6,6 +6,8 @@
 //! request's method before any-method routes.
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

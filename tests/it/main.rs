@@ -26,6 +26,7 @@ mod forward_auth;
 mod operate;
 mod paths;
 mod permissions;
+mod props;
 mod scenarios;
 mod schema;
 mod tls;
