@@ -357,6 +357,7 @@ pub fn token(data: &[u8]) -> bool {
             unknown_kid_cooldown: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(5),
             combine: Combine::Intersect,
+            max_token_age: Duration::from_secs(100 * 365 * 24 * 3600),
         });
         let Ok(p) = scopegate::verify::principal_from_claims(&issuer, claims.clone()) else {
             continue;
