@@ -521,3 +521,23 @@ fn concurrency_bounds_are_validated_at_load() {
     let e = one_error(&server, &[("policy.yaml", POLICY)]);
     assert_error(&e, "scopegate.yaml", 5, "not a usable concurrency bound");
 }
+
+/// Regression: the permissions `url:` accepted plain HTTP to any host, unlike key URLs.
+#[test]
+fn plain_http_permissions_url_to_a_remote_host_is_refused() {
+    let e = one_error(
+        &server_with("permissions: { url: \"http://perms.example.com/check\" }\n"),
+        &[("policy.yaml", POLICY)],
+    );
+    assert_error(&e, "scopegate.yaml", 12, "not an https URL");
+    for url in [
+        "https://perms.example.com/check",
+        "http://127.0.0.1:9000/check",
+    ] {
+        let text = server_with(&format!("permissions: {{ url: \"{url}\" }}\n"));
+        assert!(
+            load(&text, &[("policy.yaml", POLICY)]).is_ok(),
+            "{url} should be accepted"
+        );
+    }
+}
