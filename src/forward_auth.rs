@@ -85,9 +85,13 @@ impl Convention {
     /// The convention whose headers a request carries, for `auto`.
     fn detect(headers: &HeaderMap) -> Result<Self, OriginalError> {
         let has = |n: &str| headers.contains_key(n);
+        // ingress-nginx sets X-Original-URI beside X-Original-URL (with `auth-method`).
         let found: Vec<Convention> = [
             (has(X_ORIGINAL_URL), Convention::IngressNginx),
-            (has(X_ORIGINAL_URI), Convention::Nginx),
+            (
+                has(X_ORIGINAL_URI) && !has(X_ORIGINAL_URL),
+                Convention::Nginx,
+            ),
             (has(X_FORWARDED_URI), Convention::Traefik),
         ]
         .into_iter()

@@ -562,10 +562,10 @@ impl Gateway {
                     organization: org.clone(),
                     client_id: crate::mint::client_id(p).map(str::to_string),
                 };
-                let looked = permissions
-                    .lookup(&query)
-                    .await
-                    .map_err(|_| Rejection::PermissionsUnavailable)?;
+                let looked = permissions.lookup(&query).await.map_err(|e| match e {
+                    crate::permissions::BackendError::Throttled(wait) => Rejection::Throttled(wait),
+                    _ => Rejection::PermissionsUnavailable,
+                })?;
                 Some(looked.membership)
             }
             _ => None,

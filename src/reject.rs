@@ -44,6 +44,9 @@ pub enum Rejection {
     /// The permissions backend failed and no usable stale answer exists (503).
     #[error("the permissions backend is unavailable")]
     PermissionsUnavailable,
+    /// The caller is over its budget of permissions-cache misses (429 with `Retry-After`).
+    #[error("too many requests for organizations not looked up yet; retry later")]
+    Throttled(std::time::Duration),
     /// The request body is larger than the route allows (413).
     #[error("the request body is larger than this route allows")]
     BodyTooLarge,
@@ -97,6 +100,7 @@ impl Rejection {
             Rejection::ForwardAuth(_) => StatusCode::BAD_REQUEST,
             Rejection::NotMember | Rejection::ConditionFailed => StatusCode::FORBIDDEN,
             Rejection::PermissionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Mint(MintError::Expired) => StatusCode::UNAUTHORIZED,
             Rejection::Mint(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -139,6 +143,7 @@ impl Rejection {
             Rejection::NotMember => "not_member",
             Rejection::ConditionFailed => "condition_failed",
             Rejection::PermissionsUnavailable => "permissions_unavailable",
+            Rejection::Throttled(_) => "too_many_lookups",
             Rejection::Mint(MintError::Expired) => "token_expired",
             Rejection::Mint(_) => "mint_failed",
         }
@@ -186,6 +191,9 @@ impl Rejection {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             builder = builder.header(header::RETRY_AFTER, "5");
+        }
+        if let Rejection::Throttled(wait) = self {
+            builder = builder.header(header::RETRY_AFTER, wait.as_secs().max(1));
         }
         let mut body = serde_json::json!({
             "type": "about:blank",

@@ -1427,8 +1427,53 @@ fn permissions(
             Duration::from_secs(10),
         ),
         on_error,
+        budget: miss_budget(check, raw.miss_budget.as_ref()),
     };
     Some(PermissionsConfig { backend, cache })
+}
+
+fn miss_budget(
+    check: &mut Check<'_>,
+    raw: Option<&raw::MissBudget>,
+) -> crate::permissions::budget::BudgetConfig {
+    let mut budget = crate::permissions::budget::BudgetConfig::default();
+    let Some(raw) = raw else { return budget };
+    let at = |key: &'static str| {
+        [
+            Step::Key("permissions"),
+            Step::Key("miss_budget"),
+            Step::Key(key),
+        ]
+    };
+    if let Some(rate) = raw.per_second {
+        if rate.is_finite() && (0.01..=100_000.0).contains(&rate) {
+            budget.per_second = rate;
+        } else {
+            check.error(
+                &at("per_second"),
+                format!("`{rate}` is not a usable rate"),
+                "write misses per second per caller, from 0.01 to 100000; the default is 10",
+            );
+        }
+    }
+    if let Some(burst) = raw.burst {
+        if (1..=1_000_000).contains(&burst) {
+            budget.burst = burst;
+        } else {
+            check.error(
+                &at("burst"),
+                format!("`{burst}` is not a usable burst"),
+                "write a number from 1 to 1000000; the default is 50",
+            );
+        }
+    }
+    budget.concurrency = bounded(
+        check,
+        &at("concurrency"),
+        raw.concurrency,
+        budget.concurrency,
+    );
+    budget
 }
 
 fn requests(check: &mut Check<'_>, raw: Option<&raw::Requests>) -> crate::inbound::RequestRules {

@@ -145,6 +145,23 @@ pub(crate) struct Permissions {
     pub(crate) on_error: Option<OnError>,
     #[serde(default)]
     pub(crate) stale_for: Option<String>,
+    /// Per-caller bound on cache misses (each costs a backend call).
+    #[serde(default)]
+    pub(crate) miss_budget: Option<MissBudget>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MissBudget {
+    /// Misses per second per caller, sustained (default 10).
+    #[serde(default)]
+    pub(crate) per_second: Option<f64>,
+    /// Misses at once after a quiet period (default 50).
+    #[serde(default)]
+    pub(crate) burst: Option<u32>,
+    /// Misses in flight at once per caller (default 8).
+    #[serde(default)]
+    pub(crate) concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]

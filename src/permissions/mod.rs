@@ -5,6 +5,7 @@
 //! misses for one key share one backend call (moka's `try_get_with`). When the backend fails,
 //! `on_error: stale` serves the last good answer up to `stale_for`, else the request gets 503.
 
+pub mod budget;
 pub mod file;
 pub mod http;
 
@@ -63,6 +64,9 @@ pub enum BackendError {
     /// Connection failure, bad status or bad body.
     #[error("the permissions backend failed: {0}")]
     Failed(String),
+    /// The caller is over its budget of cache misses (429): retry after this long.
+    #[error("too many lookups of uncached organizations; retry later")]
+    Throttled(Duration),
 }
 
 /// A boxed future, so backends can be chosen at run time.
@@ -95,6 +99,8 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
     pub on_error: OnError,
+    /// Per-caller bound on misses (each costs a backend call).
+    pub budget: budget::BudgetConfig,
 }
 
 #[derive(Debug)]
@@ -120,6 +126,7 @@ pub struct Permissions {
     fresh: moka::future::Cache<Query, Arc<Entry>>,
     /// Last good answers, for `on_error: stale`.
     stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+    budget: budget::MissBudget,
     metrics: Metrics,
 }
 
@@ -148,6 +155,7 @@ impl Permissions {
         };
         Self {
             backend,
+            budget: budget::MissBudget::new(config.budget),
             config,
             fresh,
             stale,
@@ -171,6 +179,11 @@ impl Permissions {
         let result = self
             .fresh
             .try_get_with_by_ref(query, async {
+                // Charged once per backend call: coalesced waiters share the caller's miss.
+                let _permit = self
+                    .budget
+                    .take(&query.issuer, &query.subject)
+                    .map_err(BackendError::Throttled)?;
                 called = true;
                 let started = Instant::now();
                 let answer = self.backend.lookup(query).await;
@@ -196,7 +209,11 @@ impl Permissions {
                 Ok::<_, BackendError>(entry)
             })
             .await;
-        let outcome = if called { "miss" } else { "coalesced" };
+        let outcome = match (&result, called) {
+            (Err(e), _) if matches!(**e, BackendError::Throttled(_)) => "throttled",
+            (_, true) => "miss",
+            (_, false) => "coalesced",
+        };
         self.metrics
             .permissions_lookups
             .with_label_values(&[outcome])
@@ -206,9 +223,17 @@ impl Permissions {
                 membership: entry.membership.clone(),
                 stale: false,
             }),
+            Err(e) if matches!(*e, BackendError::Throttled(_)) => {
+                self.metrics
+                    .limit_rejections
+                    .with_label_values(&["permissions_misses"])
+                    .inc();
+                Err((*e).clone())
+            }
             Err(e) => {
                 if called {
                     self.metrics.permissions_backend_errors.inc();
+                    tracing::warn!(organization = %query.organization, error = %e, "permissions backend failed");
                 }
                 let fallback = self
                     .stale

@@ -303,3 +303,57 @@ async fn the_same_sub_from_another_issuer_is_another_person() {
     assert!(err.contains("`issuer:` is required"), "{err}");
     let _ = std::fs::remove_file(&data);
 }
+
+/// Regression (amplification): one valid token naming 200 random organizations made 87
+/// backend calls and pushed a legitimate member to 503. Each caller has a budget of cache
+/// misses; over it, 429 with Retry-After, and other callers keep their backend slots.
+#[tokio::test]
+async fn one_caller_naming_many_organizations_cannot_take_the_backend() {
+    let api = PermsApi::start().await;
+    api.set_delay(Duration::from_millis(300));
+    let h = Harness::with(http_backend(
+        &api,
+        ", max_concurrency: 4, miss_budget: { burst: 5, per_second: 1, concurrency: 2 }",
+    ))
+    .await;
+    let mut c = h.claims("read:projects");
+    c["sub"] = "mallory".into();
+    let mallory = h.sign("ec", &c);
+    let attack: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, url, bearer) = (
+                h.client.clone(),
+                h.url(&format!("/orgs/org{i}/projects")),
+                format!("Bearer {mallory}"),
+            );
+            tokio::spawn(async move {
+                client
+                    .send(
+                        Method::GET,
+                        &url,
+                        &[("authorization", &bearer)],
+                        Default::default(),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alice = h
+        .get("/orgs/acme/projects", &h.token("read:projects"))
+        .await;
+    alice.expect_status(StatusCode::OK);
+    let mut throttled = 0;
+    for t in attack {
+        let a = t.await.unwrap();
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            throttled += 1;
+            assert!(a.header("retry-after").parse::<u64>().unwrap() >= 1);
+            assert_eq!(a.code(), "too_many_lookups");
+        } else {
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "not a member");
+        }
+    }
+    assert!(throttled >= 35, "only {throttled} of 40 were throttled");
+    assert!(api.calls() <= 6, "{} backend calls", api.calls());
+}
