@@ -6,6 +6,8 @@
 //! Issued tokens are never cached or logged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -33,6 +35,61 @@ pub struct ExchangeConfig {
     pub clients: HashMap<String, [u8; 32]>,
     pub rules: Vec<Rule>,
     pub max_act_depth: usize,
+    /// Failed client authentications per address per minute before it is refused.
+    pub max_auth_failures_per_minute: u32,
+}
+
+/// Failed client authentications per peer address in a fixed one-minute window, to slow down
+/// secret guessing. Counted per address, not per client id: a count per client id would let
+/// anyone lock a real client out.
+#[derive(Debug)]
+pub struct AuthFailures {
+    limit: u32,
+    seen: moka::sync::Cache<std::net::IpAddr, Arc<AtomicU32>>,
+}
+
+impl AuthFailures {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            seen: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Whether `peer` has used up its failures for this minute.
+    pub fn blocked(&self, peer: std::net::IpAddr) -> bool {
+        self.seen
+            .get(&peer)
+            .is_some_and(|n| n.load(Ordering::Relaxed) >= self.limit)
+    }
+
+    /// Counts a failure of `peer`; true when this one reached the limit (log it once).
+    pub fn record(&self, peer: std::net::IpAddr) -> bool {
+        let count = self
+            .seen
+            .get_with(peer, || Arc::new(AtomicU32::new(0)))
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        count == self.limit
+    }
+}
+
+/// The answer to an address over its failure budget (429; RFC 6749 has no code for it).
+pub fn too_many_failures() -> Response<Bytes> {
+    let body = json!({
+        "error": "invalid_client",
+        "error_description": "too many failed client authentications from this address; retry later",
+    });
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::RETRY_AFTER, "60")
+        .body(Bytes::from(body.to_string()))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
 }
 
 /// Which client may exchange which scopes for which audience, for how long.

@@ -75,6 +75,8 @@ pub struct Gateway {
     minter: Minter,
     upstreams: Upstreams,
     exchange: Option<Arc<ExchangeConfig>>,
+    /// Failed token-endpoint client authentications per address.
+    auth_failures: crate::exchange::AuthFailures,
     forward_auth: ForwardAuthConfig,
     requests: RequestRules,
     pub metrics: Metrics,
@@ -113,7 +115,11 @@ impl Gateway {
             &config.signing.issuer,
             max_act_depth,
         );
-        let upstreams = Upstreams::new(config.upstreams.values(), metrics.clone());
+        let upstreams = Upstreams::new(
+            config.upstreams.values(),
+            config.limits.body_read_timeout,
+            metrics.clone(),
+        );
         let permissions = config
             .permissions
             .map(|p| Arc::new(Permissions::new(p.backend, p.cache, metrics.clone())));
@@ -134,6 +140,12 @@ impl Gateway {
             permissions,
             minter,
             upstreams,
+            auth_failures: crate::exchange::AuthFailures::new(
+                config
+                    .exchange
+                    .as_ref()
+                    .map_or(10, |e| e.max_auth_failures_per_minute),
+            ),
             exchange: config.exchange,
             forward_auth: config.forward_auth,
             requests: config.requests,
@@ -199,7 +211,7 @@ impl Gateway {
             && path == self.own_paths.token
         {
             return self
-                .token_endpoint(exchange, request)
+                .token_endpoint(exchange, request, peer)
                 .await
                 .map(|b| Either::Right(Full::new(b)));
         }
@@ -421,6 +433,7 @@ impl Gateway {
         &self,
         exchange: &ExchangeConfig,
         request: Request<Incoming>,
+        peer: SocketAddr,
     ) -> Response<Bytes> {
         use crate::exchange::{
             ExchangeError, Form, MAX_FORM_BYTES, issue, response, subject_token,
@@ -433,6 +446,14 @@ impl Gateway {
         };
         if request.method() != Method::POST {
             return response(bad("use POST"));
+        }
+        // Checked before the credentials, so a guesser learns nothing more this minute.
+        if self.auth_failures.blocked(peer.ip()) {
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["client_auth_failures"])
+                .inc();
+            return crate::exchange::too_many_failures();
         }
         let form_type = request
             .headers()
@@ -454,7 +475,13 @@ impl Gateway {
         let form = Form::parse(&body.to_bytes());
         let mut client_label = "unauthenticated".to_string();
         let result = async {
-            let client = exchange.authenticate(&parts.headers, &form)?;
+            let client = exchange
+                .authenticate(&parts.headers, &form)
+                .inspect_err(|e| {
+                    if e.code == "invalid_client" && self.auth_failures.record(peer.ip()) {
+                        tracing::warn!(peer = %peer.ip(), limit = exchange.max_auth_failures_per_minute, "client authentication at the token endpoint failed too often; refusing this address for the rest of the minute");
+                    }
+                })?;
             // Only a configured, authenticated client id becomes a label: bounded cardinality.
             client_label.clone_from(&client);
             let token = subject_token(&form)?;

@@ -29,6 +29,73 @@ pub enum UpstreamError {
     /// The upstream already has `max_concurrency` requests in flight (503).
     #[error("the upstream is at its concurrency limit")]
     Busy,
+    /// The client stopped sending its request body for longer than `body_read_timeout` (408).
+    #[error("the request body stalled")]
+    BodyStalled,
+}
+
+/// The error a stalled request body ends with, found again in the upstream client's error.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled for longer than the body read timeout")]
+pub struct BodyStalled;
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyStalled`] when no piece of it arrives for
+    /// `timeout`: a client that trickles or stops its body cannot hold an upstream slot.
+    pub struct Stalling<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<B> Stalling<B> {
+    pub fn new(body: B, timeout: Duration) -> Self {
+        Self {
+            body,
+            deadline: tokio::time::sleep(timeout),
+            timeout,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Stalling<B>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let mut this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + *this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Headers defined as hop-by-hop (RFC 9110 section 7.6.1), plus the legacy ones proxies drop.
@@ -75,6 +142,7 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 #[derive(Debug)]
 pub struct Upstreams {
     clients: HashMap<String, Pooled>,
+    body_read_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -89,6 +157,7 @@ struct Pooled {
 impl Upstreams {
     pub fn new<'a>(
         upstreams: impl IntoIterator<Item = &'a Arc<UpstreamConfig>>,
+        body_read_timeout: Duration,
         metrics: Metrics,
     ) -> Self {
         let clients = upstreams
@@ -112,7 +181,11 @@ impl Upstreams {
                 )
             })
             .collect();
-        Self { clients, metrics }
+        Self {
+            clients,
+            body_read_timeout,
+            metrics,
+        }
     }
 
     /// Sends `request` (whose path is already normalized and authorized) to `upstream`.
@@ -125,11 +198,15 @@ impl Upstreams {
         max_body: Option<u64>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         use http_body_util::BodyExt;
+        let timeout = self.body_read_timeout;
         let mut request = request.map(|body| match max_body {
             // A stream that outgrows the bound is cut off (the upstream sees an aborted body).
-            Some(n) => http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX))
-                .boxed_unsync(),
-            None => body.map_err(Into::into).boxed_unsync(),
+            Some(n) => Stalling::new(
+                http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)),
+                timeout,
+            )
+            .boxed_unsync(),
+            None => Stalling::new(body, timeout).boxed_unsync(),
         });
         let Pooled {
             client,
@@ -172,6 +249,7 @@ impl Upstreams {
             .observe(started.elapsed().as_secs_f64());
         let mut response = match result {
             Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if caused_by::<BodyStalled>(&e) => return Err(UpstreamError::BodyStalled),
             Ok(Err(e)) if is_timeout(&e) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
@@ -290,6 +368,18 @@ fn set_forwarded(headers: &mut HeaderMap, inbound: &Inbound<'_>, host: Option<He
             headers.remove(&XFH);
         }
     }
+}
+
+/// Whether `E` is somewhere in `e`'s chain of sources.
+fn caused_by<E: std::error::Error + 'static>(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<E>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

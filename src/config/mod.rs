@@ -158,6 +158,9 @@ pub struct Limits {
     /// How long a connection may stay open with no request in flight. Longer than zero and at
     /// most [`Limits::MAX_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// The longest pause between two pieces of a request body being forwarded: a client that
+    /// stalls its body cannot hold an upstream slot past it (408).
+    pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -432,6 +435,11 @@ fn limits(check: &mut Check<'_>, raw: &raw::Limits) -> Limits {
         raw.idle_timeout.as_deref(),
         Duration::from_secs(60),
     );
+    let body_read_timeout = timeout(
+        "body_read_timeout",
+        raw.body_read_timeout.as_deref(),
+        Duration::from_secs(30),
+    );
     Limits {
         max_token_bytes: raw.max_token_bytes.unwrap_or(8 * 1024),
         token_cache_entries: raw.token_cache_entries.unwrap_or(10_000),
@@ -441,6 +449,7 @@ fn limits(check: &mut Check<'_>, raw: &raw::Limits) -> Limits {
         max_connections_per_peer,
         header_read_timeout,
         idle_timeout,
+        body_read_timeout,
         shutdown_grace: check.duration(
             &[Step::Key("limits"), Step::Key("shutdown_grace")],
             raw.shutdown_grace.as_deref(),
@@ -651,11 +660,12 @@ fn from_parsed(
             signing: Arc::new(signing),
             permissions,
             roles,
-            exchange: exchange_clients.map(|(clients, max_act_depth)| {
+            exchange: exchange_clients.map(|(clients, max_act_depth, max_auth_failures)| {
                 Arc::new(crate::exchange::ExchangeConfig {
                     clients,
                     rules: exchange_rules,
                     max_act_depth,
+                    max_auth_failures_per_minute: max_auth_failures,
                 })
             }),
             forward_auth,
@@ -1621,12 +1631,12 @@ fn forward_auth(
     config
 }
 
-/// Exchange clients (id to secret digest) and the act depth limit.
-fn exchange_clients(
-    check: &mut Check<'_>,
-    base: &Path,
-    raw: &raw::Exchange,
-) -> (HashMap<String, [u8; 32]>, usize) {
+/// Exchange clients (id to secret digest), the act depth limit and the client-authentication
+/// failure limit.
+type ExchangeClients = (HashMap<String, [u8; 32]>, usize, u32);
+
+/// The `exchange:` section of the server file, validated.
+fn exchange_clients(check: &mut Check<'_>, base: &Path, raw: &raw::Exchange) -> ExchangeClients {
     let mut clients = HashMap::new();
     for (id, c) in &raw.clients {
         let at = [Step::Key("exchange"), Step::Key("clients"), Step::Key(id)];
@@ -1652,14 +1662,29 @@ fn exchange_clients(
             Err(e) => check.error(&at, e, "secrets are never written in YAML: put the secret in a file (a Kubernetes Secret) or an environment variable"),
         }
     }
-    (clients, raw.max_act_depth.unwrap_or(2))
+    let max_auth_failures = match raw.max_auth_failures_per_minute {
+        None => 10,
+        Some(n) if (1..=10_000).contains(&n) => n,
+        Some(n) => {
+            check.error(
+                &[
+                    Step::Key("exchange"),
+                    Step::Key("max_auth_failures_per_minute"),
+                ],
+                format!("`{n}` is not a usable number of failures"),
+                "write a number from 1 to 10000; the default is 10",
+            );
+            10
+        }
+    };
+    (clients, raw.max_act_depth.unwrap_or(2), max_auth_failures)
 }
 
 fn exchange_rule(
     check: &mut Check<'_>,
     i: usize,
     raw: &raw::ExchangeRule,
-    clients: Option<&(HashMap<String, [u8; 32]>, usize)>,
+    clients: Option<&ExchangeClients>,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
 ) -> Option<crate::exchange::Rule> {
     let at = |key: &'static str| [Step::Key("exchange"), Step::Index(i), Step::Key(key)];
@@ -1674,7 +1699,7 @@ fn exchange_rule(
             );
             ok = false;
         }
-        Some((c, _)) if !c.contains_key(&raw.client) => {
+        Some((c, _, _)) if !c.contains_key(&raw.client) => {
             let known = c.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
             check.error(
                 &at("client"),

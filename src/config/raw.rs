@@ -73,6 +73,10 @@ pub(crate) struct Exchange {
     /// How many `act` levels an exchanged token may carry.
     #[serde(default)]
     pub(crate) max_act_depth: Option<usize>,
+    /// Failed client authentications one address may make per minute before it is refused
+    /// (429) for the rest of that minute (default 10).
+    #[serde(default)]
+    pub(crate) max_auth_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -283,6 +287,9 @@ pub(crate) struct Limits {
     /// Time a connection may stay open with no request in flight (HTTP/1 and HTTP/2).
     #[serde(default)]
     pub(crate) idle_timeout: Option<String>,
+    /// The longest pause in a request body being forwarded (default 30s); then 408.
+    #[serde(default)]
+    pub(crate) body_read_timeout: Option<String>,
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(default)]
     pub(crate) shutdown_grace: Option<String>,

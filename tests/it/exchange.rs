@@ -438,3 +438,52 @@ async fn token_endpoint_errors_do_not_echo_client_input() {
         assert!(!a.text().contains(marker), "{}", a.text());
     }
 }
+
+/// Regression: failed client authentication at `/oauth2/token` was not limited, so a client
+/// secret could be guessed at full speed. After `max_auth_failures_per_minute` failures an
+/// address gets 429 for the rest of the minute, even with the right secret.
+#[tokio::test]
+async fn guessing_a_client_secret_is_slowed_down() {
+    let mut options = scenario(&["builds.yaml"]);
+    options.server_extra = options.server_extra.replace(
+        "max_act_depth: 1",
+        "max_act_depth: 1, max_auth_failures_per_minute: 3",
+    );
+    let h = Harness::with(options).await;
+    let user = user_token(&h, 300);
+    let fields = [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", user.as_str()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("audience", "https://builds.example.com"),
+        ("resource", "https://api.example.com/builds/42"),
+    ];
+    for guess in 0..3 {
+        let wrong = basic("builds-api", &format!("wrong-secret-number-{guess}"));
+        let a = h
+            .client
+            .send(
+                Method::POST,
+                &h.url("/oauth2/token"),
+                &[FORM, ("authorization", &wrong)],
+                form(&fields),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "guess {guess}");
+    }
+    let a = exchange(&h, &user, &fields[3..]).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text());
+    assert_eq!(a.header("retry-after"), "60");
+    assert!(a.json()["access_token"].is_null());
+    assert!(
+        crate::util::metrics(h.gateway.admin_addr)
+            .await
+            .contains("scopegate_limit_rejections_total{limit=\"client_auth_failures\"} 1")
+    );
+}

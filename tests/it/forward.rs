@@ -229,3 +229,47 @@ async fn a_route_body_limit_is_413_and_an_upstream_at_its_concurrency_bound_is_5
         "{metrics}"
     );
 }
+
+/// Regression (amplification): a client that stops sending its body held an upstream
+/// concurrency slot for as long as it liked. Past `body_read_timeout` it gets 408 and the slot
+/// is free again.
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_gives_its_upstream_slot_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = crate::util::Harness::with(crate::util::Options {
+        limits: "limits: { body_read_timeout: 1s }".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = h.token("");
+    let mut stalled = tokio::net::TcpStream::connect(h.gateway.proxy_addr)
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /single HTTP/1.1\r\nHost: a.example\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stalled.read(&mut answer))
+        .await
+        .expect("an answer within the timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_stalled"), "{text}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+    // The one slot of `single` is free again.
+    h.get("/single", &token)
+        .await
+        .expect_status(http::StatusCode::OK);
+}
