@@ -541,6 +541,9 @@ impl Gateway {
         if !route.matrix_params && path.contains(';') {
             return Err(crate::normalize::PathError::MatrixParameter.into());
         }
+        if self.folds_to_another_route(route, &method, host, &path) {
+            return Err(crate::normalize::PathError::FoldsToAnotherRoute.into());
+        }
         audit.route = &route.name;
         audit.path = Some(path.clone());
         let principal = match &route.access {
@@ -631,6 +634,36 @@ impl Gateway {
             minted,
             scopes: allowed.scopes,
         })
+    }
+}
+
+impl Gateway {
+    /// Whether `path`, as the route's upstream folds it (lower-case, no trailing `/`), matches
+    /// another route than `route`: the upstream would then act on that route. A path already
+    /// in folded form is routed alike by both and never refused.
+    fn folds_to_another_route(
+        &self,
+        route: &Arc<Route>,
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> bool {
+        let upstream = &route.upstream;
+        if !upstream.folds_case && !upstream.folds_trailing_slash {
+            return false;
+        }
+        let mut folded = path.to_string();
+        if upstream.folds_case {
+            folded.make_ascii_lowercase();
+        }
+        if upstream.folds_trailing_slash && folded.len() > 1 && folded.ends_with('/') {
+            folded.pop();
+        }
+        folded != path
+            && self
+                .routes
+                .find(method, host, &folded)
+                .is_some_and(|m| !Arc::ptr_eq(m.route, route))
     }
 }
 

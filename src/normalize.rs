@@ -38,6 +38,12 @@ pub enum PathError {
     /// A byte outside ASCII: upstreams decode it in different charsets.
     #[error("the path contains bytes outside ASCII; percent-encode them")]
     NonAscii,
+    /// The path differs from another route's only by case or a trailing `/`, and the upstream
+    /// folds them: it would act on that other route.
+    #[error(
+        "the path differs from another route only by case or a trailing `/`, which the upstream ignores"
+    )]
+    FoldsToAnotherRoute,
     /// A `;` path parameter (`/admin;/users`, `/static/..;/admin`), which Java and some
     /// other servers strip before routing; refused unless the route accepts matrix parameters.
     #[error("the path contains `;` parameters, which this route does not accept")]

@@ -57,6 +57,8 @@ impl Route {
                 timeout: std::time::Duration::from_secs(1),
                 audience: "u".into(),
                 max_concurrency: 8,
+                folds_case: false,
+                folds_trailing_slash: false,
             }),
             access,
             organization: None,

@@ -138,6 +138,11 @@ pub struct UpstreamConfig {
     pub audience: String,
     /// Requests in flight to it at most.
     pub max_concurrency: usize,
+    /// Its router ignores case: a path whose lower-case form is another route's is refused.
+    pub folds_case: bool,
+    /// Its router ignores a trailing `/`: a path that is another route's with or without it is
+    /// refused.
+    pub folds_trailing_slash: bool,
 }
 
 /// Size, cache and connection bounds.
@@ -962,6 +967,8 @@ fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<Up
         ),
         audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
         max_concurrency: bounded(check, &at("max_concurrency"), raw.max_concurrency, 1024),
+        folds_case: raw.folds_case,
+        folds_trailing_slash: raw.folds_trailing_slash,
     })
 }
 
@@ -1122,6 +1129,24 @@ fn route(
         .forward
         .as_ref()
         .map_or_else(crate::mint::Forward::default, |f| forward(check, i, f));
+    if let Some(u) = &upstream {
+        // Outside `{...}` parameters, the template must already be in the upstream's folded
+        // form, or its own requests would be refused as folding onto another route.
+        let statics: String = path
+            .split('{')
+            .map(|part| part.split_once('}').map_or(part, |(_, rest)| rest))
+            .collect();
+        let cased = u.folds_case && statics.bytes().any(|b| b.is_ascii_uppercase());
+        let slashed = u.folds_trailing_slash && path.len() > 1 && path.ends_with('/');
+        if cased || slashed {
+            check.error(
+                &at_match("path"),
+                format!("route `{name}` path `{path}` is not in the form its upstream folds paths to"),
+                "the upstream has `folds_case` / `folds_trailing_slash`: write the path in lower case without a trailing `/`",
+            );
+            ok = false;
+        }
+    }
     if !ok {
         return None;
     }

@@ -259,6 +259,14 @@ pub(crate) struct Upstream {
     /// Requests in flight to this upstream at most (503 beyond).
     #[serde(default)]
     pub(crate) max_concurrency: Option<usize>,
+    /// The upstream's router ignores case (Express, ASP.NET, Spring by default): refuse a path
+    /// that would match another route if it were lower-case.
+    #[serde(default)]
+    pub(crate) folds_case: bool,
+    /// The upstream's router ignores a trailing `/` (Express, Flask with `strict_slashes=False`):
+    /// refuse a path that would match another route with or without it.
+    #[serde(default)]
+    pub(crate) folds_trailing_slash: bool,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

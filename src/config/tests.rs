@@ -541,3 +541,27 @@ fn plain_http_permissions_url_to_a_remote_host_is_refused() {
         );
     }
 }
+
+/// With an upstream that folds case or a trailing `/`, a route's template must already be in
+/// folded form: otherwise its own requests would be refused.
+#[test]
+fn a_route_to_a_folding_upstream_must_be_in_folded_form() {
+    let server = server().replace(
+        "  api: { url: \"http://127.0.0.1:3000\" }",
+        "  api: { url: \"http://127.0.0.1:3000\", folds_case: true, folds_trailing_slash: true }",
+    );
+    for bad in ["/Admin/{id}", "/admin/{id}/"] {
+        let policy = policy_route(&format!(
+            "    match: {{ method: GET, path: \"{bad}\" }}\n    upstream: api\n    public: true\n"
+        ));
+        let e = one_error(&server, &[("policy.yaml", &policy)]);
+        assert!(
+            e.to_string().contains("not in the form its upstream folds"),
+            "{e}"
+        );
+    }
+    let fine = policy_route(
+        "    match: { method: GET, path: \"/admin/{Id}\" }\n    upstream: api\n    public: true\n",
+    );
+    assert!(load(&server, &[("policy.yaml", &fine)]).is_ok());
+}

@@ -65,6 +65,11 @@ struct Attack {
 
 impl Attack {
     async fn start() -> Self {
+        Self::with(POLICY, "").await
+    }
+
+    /// The attack gateway with `policy`, and `upstream` settings for the hostile upstream.
+    async fn with(policy: &str, settings: &str) -> Self {
         let upstream = Hostile::start().await;
         let data = std::env::temp_dir().join(format!(
             "scopegate-trust-{}-{}.yaml",
@@ -73,8 +78,11 @@ impl Attack {
         ));
         std::fs::write(&data, DATA).unwrap();
         let h = Harness::with(Options {
-            policy: POLICY.into(),
-            upstreams_extra: format!("  hostile: {{ url: \"http://{}\" }}", upstream.addr),
+            policy: policy.into(),
+            upstreams_extra: format!(
+                "  hostile: {{ url: \"http://{}\"{settings} }}",
+                upstream.addr
+            ),
             server_extra: format!("permissions: {{ files: [\"{}\"] }}", data.display()),
             ..Options::default()
         })
@@ -441,5 +449,42 @@ async fn frameworks_read_the_decided_request() {
             assert_eq!(parsed["method"], method, "{name}");
             assert_eq!(parsed["path"], path, "{name}");
         }
+    }
+}
+
+/// Regression: paths that differ from a protected route only by case or a trailing `/` reached
+/// a weaker route, while upstreams whose routers fold them (Express by default) act on the
+/// protected one. With `folds_case` / `folds_trailing_slash` on the upstream they are refused.
+#[tokio::test]
+async fn paths_an_upstream_folds_onto_another_route_are_refused() {
+    for (folds, expected) in [
+        (", folds_case: true, folds_trailing_slash: true", 400),
+        ("", 200),
+    ] {
+        let a = Attack::with(POLICY, folds).await;
+        for target in [
+            "/Admin/users",
+            "/admin/USERS",
+            "/admin/users/",
+            "/ADMIN/users/",
+        ] {
+            let (status, text) = a
+                .send(&format!("DELETE {target} HTTP/1.1\r\nHost: a.example"))
+                .await;
+            assert_eq!(status, expected, "{folds:?} {target}: {text}");
+            let forwarded = a.upstream.take();
+            assert_eq!(forwarded.is_empty(), expected != 200, "{folds:?} {target}");
+        }
+        // The route itself, and paths that fold onto the same route, are still served.
+        let (status, _) = a
+            .send("GET /orgs/acme/items HTTP/1.1\r\nHost: a.example")
+            .await;
+        assert_eq!(status, 200, "{folds:?}");
+        let (status, _) = a.send("GET /Cars/7 HTTP/1.1\r\nHost: a.example").await;
+        assert_eq!(
+            status, expected,
+            "{folds:?}: /Cars/7 folds onto the cars route, not the catch-all"
+        );
+        a.upstream.take();
     }
 }
