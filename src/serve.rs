@@ -397,15 +397,23 @@ where
             let builder = builder.clone();
             let mut drain = drain.subscribe();
             let tls = tls.clone();
+            let metrics = metrics.clone();
+            let count = move |limit: &str| {
+                if let Some(m) = &metrics {
+                    m.limit_rejections.with_label_values(&[limit]).inc();
+                }
+            };
             tokio::spawn(async move {
                 let _admission = admission;
                 let head_by = timeouts.map(|t| opened + t.head);
                 let ended = match tls {
                     None => {
-                        if let Some(by) = head_by
-                            && !first_byte(&mut stream, by, &mut drain).await
-                        {
-                            return;
+                        if let Some(by) = head_by {
+                            match first_byte(&mut stream, by, &mut drain).await {
+                                FirstByte::Arrived => {}
+                                FirstByte::Gone => return,
+                                FirstByte::TimedOut => return count("header_timeout"),
+                            }
                         }
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         drive(conn, &activity, timeouts, &mut drain).await
@@ -424,7 +432,7 @@ where
                             }
                             Err(_) => {
                                 tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
+                                return count("header_timeout");
                             }
                         };
                         let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
@@ -436,7 +444,10 @@ where
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     Some(Ok(())) => {}
-                    None => tracing::debug!(%peer, "connection dropped at its deadline"),
+                    None => {
+                        count("connection_deadline");
+                        tracing::debug!(%peer, "connection dropped at its deadline");
+                    }
                 }
             });
         }
@@ -521,21 +532,35 @@ impl Drop for PeerSlot {
 /// Waits until the client has sent its first byte, until `by` at most. hyper-util's auto
 /// builder reads the first bytes to tell HTTP/1 from HTTP/2 and has no timeout there, so a
 /// silent socket would otherwise hold its slot forever. A silent client gets a 408. Returns
-/// whether to go on serving.
-async fn first_byte(stream: &mut TcpStream, by: Instant, drain: &mut watch::Receiver<()>) -> bool {
+/// what happened.
+async fn first_byte(
+    stream: &mut TcpStream,
+    by: Instant,
+    drain: &mut watch::Receiver<()>,
+) -> FirstByte {
     let mut byte = [0u8; 1];
     tokio::select! {
         peeked = tokio::time::timeout_at(by, stream.peek(&mut byte)) => match peeked {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(_)) => false,
+            Ok(Ok(n)) if n > 0 => FirstByte::Arrived,
+            Ok(_) => FirstByte::Gone,
             Err(_) => {
                 let _ = stream.write_all(REQUEST_TIMEOUT).await;
                 let _ = stream.shutdown().await;
-                false
+                FirstByte::TimedOut
             }
         },
-        _ = drain.changed() => false,
+        _ = drain.changed() => FirstByte::Gone,
     }
+}
+
+/// How the wait for a connection's first byte ended.
+enum FirstByte {
+    /// Serve it.
+    Arrived,
+    /// Closed by the client, or the listener is draining.
+    Gone,
+    /// Nothing came in time: answered 408 and closed (counted as `header_timeout`).
+    TimedOut,
 }
 
 /// The per-connection time bounds of a listener with limits.

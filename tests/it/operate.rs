@@ -544,6 +544,13 @@ async fn silent_sockets_are_answered_408_and_give_their_slots_back_after_the_hea
         "{:?}",
         String::from_utf8_lossy(&answer)
     );
+    let metrics = crate::util::metrics(running.admin_addr).await;
+    let timeouts: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("scopegate_limit_rejections_total{limit=\"header_timeout\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(timeouts >= 30, "408s counted: {timeouts}\n{metrics}");
 }
 
 /// An empty HTTP/2 SETTINGS frame: length 0, type 4, no flags, stream 0.
