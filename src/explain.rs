@@ -124,7 +124,13 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         minted_claims: None,
     };
     if let Some(path) = &trace.normalized_path {
-        match gateway.routes().find(&request.method, host_name, path) {
+        // The method routes see (HEAD as GET); an unaccepted one finds no route here and is
+        // refused by the pipeline below.
+        let method = gateway
+            .requests()
+            .routing_method(&request.method)
+            .unwrap_or_else(|_| request.method.clone());
+        match gateway.routes().find(&method, host_name, path) {
             Some(m) => {
                 trace.params = m
                     .params
@@ -133,11 +139,7 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
                     .collect();
                 trace.condition = m.route.condition.as_ref().map(|c| c.source().to_string());
             }
-            None => {
-                trace.near_misses = gateway
-                    .routes()
-                    .near_misses(&request.method, host_name, path)
-            }
+            None => trace.near_misses = gateway.routes().near_misses(&method, host_name, path),
         }
     }
     let mut overrides = Overrides {

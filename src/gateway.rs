@@ -170,6 +170,11 @@ impl Gateway {
         &self.roles
     }
 
+    /// The request rules (for `explain`).
+    pub fn requests(&self) -> &RequestRules {
+        &self.requests
+    }
+
     /// The route table (for `explain`).
     pub fn routes(&self) -> &RouteTable {
         &self.routes

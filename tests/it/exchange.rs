@@ -52,13 +52,20 @@ async fn exchange(h: &Harness, subject_token: &str, extra: &[(&str, &str)]) -> A
 }
 
 fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
+    crate::util::jwt_claims(token)
+}
+
+/// The exchange of story 01: the builds API's callback token for build 42.
+const BOUND: [(&str, &str); 2] = [
+    ("audience", "https://builds.example.com"),
+    ("resource", "https://api.example.com/builds/42"),
+];
+
+/// The callback token for build 42, exchanged from `subject`.
+async fn callback(h: &Harness, subject: &str) -> String {
+    let a = exchange(h, subject, &BOUND).await;
+    a.expect_status(StatusCode::OK);
+    a.json()["access_token"].as_str().unwrap().to_string()
 }
 
 /// The user's token: alice in buildco, valid for `secs`.
@@ -154,10 +161,7 @@ async fn story_01_a_build_job_calls_back_after_the_users_token_expired() {
 async fn exchange_refusals_follow_rfc_6749() {
     let h = Harness::with(scenario(&["builds.yaml"])).await;
     let user = user_token(&h, 300);
-    let bound = [
-        ("audience", "https://builds.example.com"),
-        ("resource", "https://api.example.com/builds/42"),
-    ];
+    let bound = BOUND;
 
     // A scope the subject token lacks.
     let mut c = h.claims("read:builds");
@@ -267,14 +271,8 @@ async fn exchange_refusals_follow_rfc_6749() {
 async fn act_chains_deeper_than_configured_are_refused() {
     // Scenario gateways allow one `act` level.
     let h = Harness::with(scenario(&["builds.yaml"])).await;
-    let bound = [
-        ("audience", "https://builds.example.com"),
-        ("resource", "https://api.example.com/builds/42"),
-    ];
-    let once = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bound = BOUND;
+    let once = callback(&h, &user_token(&h, 300)).await;
     // Exchanging the exchanged token again would make the chain two deep.
     let a = exchange(&h, &once, &bound).await;
     assert_eq!(a.json()["error"], "invalid_grant");
@@ -328,14 +326,8 @@ async fn the_discovery_document_names_the_token_endpoint() {
 #[tokio::test]
 async fn delegation_survives_minting_and_cannot_be_laundered_by_exchanging_again() {
     let h = Harness::with(scenario(&["builds.yaml"])).await;
-    let bound = [
-        ("audience", "https://builds.example.com"),
-        ("resource", "https://api.example.com/builds/42"),
-    ];
-    let callback = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bound = BOUND;
+    let callback = callback(&h, &user_token(&h, 300)).await;
     let done = h.call(Method::PUT, "/builds/42", &callback, &[]).await;
     done.expect_status(StatusCode::OK);
     let minted = done.json()["token_claims"].clone();
@@ -370,14 +362,8 @@ async fn a_bound_subject_cannot_be_rebound_to_another_resource() {
         .server_extra
         .replace("max_act_depth: 1", "max_act_depth: 3");
     let h = Harness::with(options).await;
-    let bound = [
-        ("audience", "https://builds.example.com"),
-        ("resource", "https://api.example.com/builds/42"),
-    ];
-    let callback = exchange(&h, &user_token(&h, 300), &bound).await.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bound = BOUND;
+    let callback = callback(&h, &user_token(&h, 300)).await;
     let other = exchange(
         &h,
         &callback,

@@ -16,19 +16,15 @@ fn http_backend(api: &PermsApi, extra: &str) -> Options {
     o
 }
 
-#[tokio::test]
-async fn concurrent_misses_for_one_key_make_one_backend_call() {
-    let api = PermsApi::start().await;
-    api.set_delay(Duration::from_millis(200));
-    let h = Harness::with(http_backend(&api, "")).await;
-    let token = h.token("read:projects");
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (client, url, bearer) = (
-                h.client.clone(),
-                h.url("/orgs/acme/projects"),
-                format!("Bearer {token}"),
-            );
+/// GETs every path at once with `token`; the answers come from the returned tasks.
+fn spawn_gets(
+    h: &Harness,
+    token: &str,
+    paths: impl Iterator<Item = String>,
+) -> Vec<tokio::task::JoinHandle<crate::util::Answer>> {
+    paths
+        .map(|path| {
+            let (client, url, bearer) = (h.client.clone(), h.url(&path), format!("Bearer {token}"));
             tokio::spawn(async move {
                 client
                     .send(
@@ -38,12 +34,24 @@ async fn concurrent_misses_for_one_key_make_one_backend_call() {
                         Default::default(),
                     )
                     .await
-                    .status
             })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_make_one_backend_call() {
+    let api = PermsApi::start().await;
+    api.set_delay(Duration::from_millis(200));
+    let h = Harness::with(http_backend(&api, "")).await;
+    let token = h.token("read:projects");
+    let tasks = spawn_gets(
+        &h,
+        &token,
+        (0..100).map(|_| "/orgs/acme/projects".to_string()),
+    );
     for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+        assert_eq!(t.await.unwrap().status, StatusCode::OK);
     }
     assert_eq!(
         api.calls(),
@@ -240,17 +248,20 @@ async fn the_same_sub_from_another_issuer_is_another_person() {
         std::process::id(),
         crate::util::closed_port().port()
     ));
-    std::fs::write(
-        &data,
+    // The scenario gateway with `data` as its file backend and the partner IdP as a second issuer.
+    let two_issuers = |text: &str| {
+        std::fs::write(&data, text).unwrap();
+        let mut o = scenario(&["organizations.yaml"]);
+        o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
+        o.issuers_extra = format!(
+            "  partner:\n    issuer: {}\n    jwks_url: {}\n    algorithms: [ES256]\n    audiences: [api]\n",
+            partner.url,
+            partner.jwks_url()
+        );
+        o
+    };
+    let o = two_issuers(
         "issuer: test\norganizations:\n  acme:\n    members:\n      alice: { roles: [project-admin] }\n",
-    )
-    .unwrap();
-    let mut o = scenario(&["organizations.yaml"]);
-    o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
-    o.issuers_extra = format!(
-        "  partner:\n    issuer: {}\n    jwks_url: {}\n    algorithms: [ES256]\n    audiences: [api]\n",
-        partner.url,
-        partner.jwks_url()
     );
     let h = Harness::with(o).await;
     let corp = h
@@ -271,18 +282,7 @@ async fn the_same_sub_from_another_issuer_is_another_person() {
     assert_eq!(a.code(), "not_member");
 
     // With two issuers, a data file must say whose users it lists.
-    std::fs::write(
-        &data,
-        "organizations:\n  acme:\n    members:\n      alice: {}\n",
-    )
-    .unwrap();
-    let mut o = scenario(&["organizations.yaml"]);
-    o.server_extra = format!("permissions: {{ files: [\"{}\"] }}", data.display());
-    o.issuers_extra = format!(
-        "  partner:\n    issuer: {}\n    jwks_url: {}\n    audiences: [api]\n",
-        partner.url,
-        partner.jwks_url()
-    );
+    let o = two_issuers("organizations:\n  acme:\n    members:\n      alice: {}\n");
     let text = format!(
         "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\npolicies: []\nsigning: {{ issuer: \"http://127.0.0.1:1\", keys: [{{ kid: k, generate: true }}] }}\n{}\nissuers:\n  test: {{ issuer: \"{}\", jwks_url: \"{}\", audiences: [api] }}\n{}\nupstreams: {{}}\n",
         o.server_extra,
@@ -319,25 +319,11 @@ async fn one_caller_naming_many_organizations_cannot_take_the_backend() {
     let mut c = h.claims("read:projects");
     c["sub"] = "mallory".into();
     let mallory = h.sign("ec", &c);
-    let attack: Vec<_> = (0..40)
-        .map(|i| {
-            let (client, url, bearer) = (
-                h.client.clone(),
-                h.url(&format!("/orgs/org{i}/projects")),
-                format!("Bearer {mallory}"),
-            );
-            tokio::spawn(async move {
-                client
-                    .send(
-                        Method::GET,
-                        &url,
-                        &[("authorization", &bearer)],
-                        Default::default(),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let attack = spawn_gets(
+        &h,
+        &mallory,
+        (0..40).map(|i| format!("/orgs/org{i}/projects")),
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     let alice = h
         .get("/orgs/acme/projects", &h.token("read:projects"))
