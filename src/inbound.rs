@@ -55,6 +55,9 @@ pub const DEFAULT_STRIPPED: [&str; 8] = [
     "x-forwarded-path",
 ];
 
+/// Headers scopegate owns: a client's copy is always dropped before scopegate sets its own.
+pub const OWNED_PREFIX: &str = "x-scopegate-";
+
 /// Headers scopegate sets or owns upstream: their `_` spellings are always dropped.
 const SET_BY_SCOPEGATE: [&str; 6] = [
     "authorization",
@@ -153,7 +156,7 @@ fn drop_underscore_aliases(headers: &mut HeaderMap, decision_header: Option<&Hea
             headers.keys().any(|other| other.as_str() == f)
                 || SET_BY_SCOPEGATE.contains(&f.as_str())
                 || DEFAULT_STRIPPED.contains(&f.as_str())
-                || f.starts_with(crate::proxy::OWNED_PREFIX)
+                || f.starts_with(OWNED_PREFIX)
                 || decision_header.is_some_and(|d| d.as_str() == f)
         })
         .cloned()

@@ -111,9 +111,6 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Headers scopegate owns: a client's copy is always dropped before scopegate sets its own.
-pub const OWNED_PREFIX: &str = "x-scopegate-";
-
 /// What the pipeline knows about the inbound request that forwarding needs.
 #[derive(Debug)]
 pub struct Inbound<'a> {
@@ -327,7 +324,7 @@ fn set_authorization(headers: &mut HeaderMap, minted: Option<HeaderValue>) {
 pub fn strip_owned(headers: &mut HeaderMap) {
     let owned: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(OWNED_PREFIX))
+        .filter(|k| k.as_str().starts_with(crate::inbound::OWNED_PREFIX))
         .cloned()
         .collect();
     for name in owned {
