@@ -339,7 +339,7 @@ pub fn token(data: &[u8]) -> bool {
     let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(data) else {
         return accepted;
     };
-    let _ = scopegate::exchange::act_depth(&claims);
+    let _ = scopegate::token::act_depth(&claims);
     for (scopes_claim, scopes_format) in
         [("scope", ScopesFormat::Space), ("scp", ScopesFormat::Array)]
     {

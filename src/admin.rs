@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::serve::Shared;
+use crate::state::Shared;
 
 /// Answers one admin request.
 pub fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {

@@ -221,8 +221,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 fn keygen(alg: &str, out: &std::path::Path, kid: Option<String>) -> anyhow::Result<String> {
     use std::io::Write;
     let algorithm = crate::keys::signing_algorithm(alg)?;
-    let kid = kid
-        .unwrap_or_else(|| format!("{}-{}", alg.to_ascii_lowercase(), crate::verify::unix_now()));
+    let kid =
+        kid.unwrap_or_else(|| format!("{}-{}", alg.to_ascii_lowercase(), crate::token::unix_now()));
     if kid.is_empty()
         || !kid
             .bytes()
@@ -308,7 +308,7 @@ async fn explain_command(
             serde_json::from_str(g).map_err(|e| anyhow::anyhow!("--grants: {e}"))?,
         )),
     };
-    let described = crate::explain::Described {
+    let described = crate::described::Described {
         method: http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())?,
         uri: url.parse()?,
         headers: header_map,

@@ -8,9 +8,9 @@ mod tests;
 use serde_json::{Map, Value};
 
 use crate::condition::Facts;
-use crate::config::{Combine, Roles};
 use crate::mint::ForwardScopes;
 use crate::permissions::{Grants, Membership};
+use crate::policy::{Combine, Roles};
 use crate::reject::Rejection;
 use crate::route::{Access, Route, ScopeRule};
 use crate::verify::{AuthError, Principal};

@@ -144,7 +144,7 @@ upstreams:
 }
 
 fn token(issuer: &DevIssuer, scope: &str, exp_offset: i64) -> String {
-    let now = crate::verify::unix_now() as i64;
+    let now = crate::token::unix_now() as i64;
     let claims = json!({
         "iss": issuer.url, "sub": "alice", "aud": DEMO_AUDIENCE, "scope": scope,
         "iat": now, "exp": now + exp_offset, "azp": "demo-cli", "org_id": "buildco",

@@ -16,15 +16,12 @@ use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use crate::mint::Signing;
-use crate::verify::{Principal, unix_now};
+use crate::principal::Principal;
+use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth, unix_now};
 
-/// `grant_type` of a token exchange.
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The token type scopegate issues.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// `token_use` of exchanged tokens.
-pub const EXCHANGE_TOKEN_USE: &str = "exchange";
 /// The largest form body accepted.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -359,14 +356,14 @@ impl ExchangeConfig {
         let mut claims = Map::new();
         claims.insert("sub".into(), Value::String(subject.subject.clone()));
         claims.insert(
-            crate::verify::SUBJECT_ID_CLAIM.into(),
-            crate::verify::subject_id(subject),
+            crate::token::SUBJECT_ID_CLAIM.into(),
+            crate::principal::subject_id(subject),
         );
         claims.insert("aud".into(), Value::String(rule.audience.clone()));
         claims.insert("scope".into(), Value::String(scopes.join(" ")));
         claims.insert("act".into(), act);
         claims.insert("token_use".into(), Value::String(EXCHANGE_TOKEN_USE.into()));
-        if let Some(c) = crate::mint::client_id(subject) {
+        if let Some(c) = subject.client_id() {
             claims.insert("client_id".into(), Value::String(c.to_string()));
         }
         if let Some(org) = subject.claims.get("org_id").filter(|v| v.is_string()) {
@@ -414,17 +411,6 @@ fn inherit_binding(
             ))))
         }
     }
-}
-
-/// How many `act` levels a token's claims carry.
-pub fn act_depth(claims: &Map<String, Value>) -> usize {
-    let mut depth = 0;
-    let mut act = claims.get("act");
-    while let Some(Value::Object(a)) = act {
-        depth += 1;
-        act = a.get("act");
-    }
-    depth
 }
 
 fn invalid_client() -> ExchangeError {
@@ -482,7 +468,7 @@ pub fn issue(
         .first()
         .ok_or_else(|| err("server_error", "no signing key"))?;
     let now = unix_now();
-    let jti = crate::mint::random_id().ok_or_else(|| err("server_error", "no randomness"))?;
+    let jti = crate::token::random_id().ok_or_else(|| err("server_error", "no randomness"))?;
     claims.insert("iss".into(), Value::String(signing.issuer.clone()));
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + lifetime.as_secs()));

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::audit::Audit;
-use crate::config::{Combine, Config, IssuerConfig, KeysSource, Roles, ScopesFormat};
+use crate::config::Config;
 use crate::decide::{Decision, Input, decide};
 use crate::exchange::ExchangeConfig;
 use crate::forward_auth::ForwardAuthConfig;
@@ -24,6 +24,7 @@ use crate::jwks::{IssuerKeys, KeySet};
 use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
+use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
 use crate::route::{Access, Route, RouteTable};
@@ -595,7 +596,7 @@ impl Gateway {
                     issuer: p.origin.clone(),
                     subject: p.subject.clone(),
                     organization: org.clone(),
-                    client_id: crate::mint::client_id(p).map(str::to_string),
+                    client_id: p.client_id().map(str::to_string),
                 };
                 let looked = permissions.lookup(&query).await.map_err(|e| match e {
                     crate::permissions::BackendError::Throttled(wait) => Rejection::Throttled(wait),

@@ -12,9 +12,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 
-use crate::config::{IssuerConfig, KeysSource};
 use crate::fetch::{FetchClient, FetchError};
 use crate::metrics::Metrics;
+use crate::policy::{IssuerConfig, KeysSource};
 
 /// Why a key set could not be refreshed.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ impl KeySet {
             .filter_map(|jwk| {
                 let alg = match jwk.common.key_algorithm {
                     None => None,
-                    Some(a) => Some(crate::config::asymmetric_algorithm(&a.to_string())?),
+                    Some(a) => Some(crate::policy::asymmetric_algorithm(&a.to_string())?),
                 };
                 let key = DecodingKey::from_jwk(&jwk).ok()?;
                 (key.family() != AlgorithmFamily::Hmac).then_some(Key {
@@ -311,7 +311,7 @@ fn discovered_jwks_uri(discovery: &http::Uri, jwks_uri: &str) -> Result<http::Ur
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http")
-            if crate::config::is_loopback(&uri) && discovery.scheme_str() == Some("http") =>
+            if crate::policy::is_loopback(&uri) && discovery.scheme_str() == Some("http") =>
         {
             Ok(uri)
         }

@@ -15,11 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::keys::SigningKey;
 use crate::metrics::Metrics;
-use crate::verify::{Principal, unix_now};
-
-/// The `token_use` claim of tokens minted for upstreams. scopegate never accepts such a token
-/// back at its front door: a leaked upstream token must not open it.
-pub const UPSTREAM_TOKEN_USE: &str = "upstream";
+use crate::principal::Principal;
+use crate::token::{UPSTREAM_TOKEN_USE, unix_now};
 
 /// Which scopes a route forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +103,7 @@ impl Signing {
         });
         if token_endpoint {
             doc["token_endpoint"] = Value::String(format!("{}/oauth2/token", self.issuer));
-            doc["grant_types_supported"] = json!([crate::exchange::GRANT_TYPE]);
+            doc["grant_types_supported"] = json!([crate::token::GRANT_TYPE]);
         }
         doc
     }
@@ -210,13 +207,13 @@ impl Minter {
         if exp <= now {
             return Err(MintError::Expired);
         }
-        let client_id = client_id(request.principal);
+        let client_id = request.principal.client_id();
         let cache_key = cache_key(&key_in_use.kid, request, client_id)?;
         if let Some(hit) = self.cache.get(&cache_key) {
             self.metrics.mint_cache_hits.inc();
             return Ok(hit);
         }
-        let jti = random_id().ok_or(MintError::Sign)?;
+        let jti = crate::token::random_id().ok_or(MintError::Sign)?;
         let mut claims = request.claims.clone();
         claims.insert("iss".into(), Value::String(self.signing.issuer.clone()));
         claims.insert(
@@ -236,10 +233,10 @@ impl Minter {
         claims.insert("jti".into(), Value::String(jti.clone()));
         claims.insert("token_use".into(), Value::String(UPSTREAM_TOKEN_USE.into()));
         claims.insert(
-            crate::verify::SUBJECT_ID_CLAIM.into(),
-            crate::verify::subject_id(request.principal),
+            crate::token::SUBJECT_ID_CLAIM.into(),
+            crate::principal::subject_id(request.principal),
         );
-        for (name, value) in delegation(request.principal) {
+        for (name, value) in request.principal.delegation() {
             claims.insert(name.into(), value.clone());
         }
         let token = key_in_use
@@ -265,14 +262,6 @@ impl Minter {
     }
 }
 
-/// The caller's client: `azp`, else `client_id`.
-pub fn client_id(p: &Principal) -> Option<&str> {
-    p.claims
-        .get("azp")
-        .or_else(|| p.claims.get("client_id"))
-        .and_then(Value::as_str)
-}
-
 fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<Key, MintError> {
     // Serialized straight from the map (no clone); most routes copy no claims at all. A failure
     // must not collapse into "no claims" (another request's token): it fails the mint.
@@ -281,7 +270,7 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
     } else {
         serde_json::to_vec(&r.claims).map_err(|_| MintError::Sign)?
     };
-    let delegation = serde_json::to_vec(&delegation(r.principal).collect::<Vec<_>>())
+    let delegation = serde_json::to_vec(&r.principal.delegation().collect::<Vec<_>>())
         .map_err(|_| MintError::Sign)?;
     let strings = [
         kid,
@@ -318,21 +307,4 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
     Ok(out)
-}
-
-/// The claims that carry delegation from the caller's token into every token derived from it.
-pub const DELEGATION_CLAIMS: [&str; 4] = ["act", "resource", "bound_path", "bound_methods"];
-
-/// The caller's delegation claims, to copy into a derived token.
-pub fn delegation(p: &Principal) -> impl Iterator<Item = (&'static str, &Value)> {
-    DELEGATION_CLAIMS
-        .into_iter()
-        .filter_map(|name| p.claims.get(name).map(|v| (name, v)))
-}
-
-/// 128 random bits, hex; `None` if the system RNG fails.
-pub fn random_id() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
+use crate::policy::UpstreamConfig;
 
 /// Why an upstream did not answer.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::UpstreamConfig;
+use crate::policy::UpstreamConfig;
 
 /// One validated route.
 #[derive(Debug)]

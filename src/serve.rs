@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -33,9 +32,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Limits, Listen};
+use crate::config::{Config, Limits};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+pub use crate::state::Shared;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,94 +46,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// What the listeners and the reloader share.
-#[derive(Debug)]
-pub struct Shared {
-    current: ArcSwap<Gateway>,
-    metrics: Metrics,
-    listen: Listen,
-    tls: bool,
-    shutting_down: AtomicBool,
-    /// Stops background work (JWKS refreshers, data reloaders, the admin listener).
-    stop_all: watch::Sender<bool>,
-}
-
-impl Shared {
-    /// The gateway now in force.
-    pub fn gateway(&self) -> Arc<Gateway> {
-        self.current.load_full()
-    }
-
-    /// Whether the process should get traffic.
-    pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Acquire) && self.current.load().ready()
-    }
-
-    /// Replaces the gateway with one built from `config` (already validated). Requests in
-    /// flight finish on the gateway they started with.
-    pub async fn swap(&self, config: Config) {
-        if config.listen != self.listen || config.tls.is_some() != self.tls {
-            tracing::warn!(
-                "listener addresses or TLS settings changed: they take effect only after a restart"
-            );
-        }
-        let old = self.current.load_full();
-        let gateway = Arc::new(Gateway::new(config, self.metrics.clone()));
-        // Issuers the old gateway knew start with its keys; new ones are fetched before the swap.
-        let mut fetch = Vec::new();
-        for keys in &gateway.issuers {
-            match old
-                .issuers
-                .iter()
-                .find(|o| o.config.issuer == keys.config.issuer)
-                .and_then(|o| o.snapshot())
-            {
-                Some(set) => keys.seed(set),
-                None => fetch.push(keys.clone()),
-            }
-        }
-        futures_util::future::join_all(fetch.iter().map(|k| k.refresh())).await;
-        start_background(&gateway, &self.stop_all);
-        self.current.store(gateway);
-        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-        self.metrics
-            .config_last_reload
-            .set(crate::verify::unix_now() as i64);
-        tracing::info!("configuration reloaded");
-    }
-
-    /// Reads, validates and swaps in the configuration at `path`; an invalid one is logged with
-    /// its file:line errors and changes nothing. Returns the files to watch on success.
-    pub async fn reload_from(&self, path: &std::path::Path) -> Option<Vec<std::path::PathBuf>> {
-        match crate::config::load(path) {
-            Ok(config) => {
-                let watched = config.watched.clone();
-                self.swap(config).await;
-                Some(watched)
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "configuration reload refused; keeping the running configuration");
-                }
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                None
-            }
-        }
-    }
-}
-
-fn start_background(gateway: &Arc<Gateway>, stop: &watch::Sender<bool>) {
-    for keys in &gateway.issuers {
-        keys.spawn_refresher(stop.subscribe());
-    }
-    if let Some(p) = gateway.permissions() {
-        p.spawn_reloader(Duration::from_secs(2), stop.subscribe());
-    }
 }
 
 /// A running gateway: its bound addresses and the switches that reload and stop it.
@@ -205,22 +117,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let (stop_all, _) = watch::channel(false);
     let (stop_accepting, _) = watch::channel(false);
     let gateway = Arc::new(Gateway::new(config, metrics.clone()));
     futures_util::future::join_all(gateway.issuers.iter().map(|k| k.refresh())).await;
-    start_background(&gateway, &stop_all);
     metrics
         .config_last_reload
-        .set(crate::verify::unix_now() as i64);
-    let shared = Arc::new(Shared {
-        current: ArcSwap::new(gateway),
-        metrics: metrics.clone(),
-        listen,
-        tls: tls.is_some(),
-        shutting_down: AtomicBool::new(false),
-        stop_all,
-    });
+        .set(crate::token::unix_now() as i64);
+    let shared = Arc::new(Shared::new(gateway, metrics.clone(), listen, tls.is_some()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let running = Running {
         proxy_addr: local(&proxy, listen.proxy)?,

@@ -8,64 +8,17 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use crate::config::{IssuerConfig, Limits, ScopesFormat};
 use crate::jwks::IssuerKeys;
-
-/// What kind of token a principal came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenKind {
-    /// From a trusted identity provider.
-    Idp,
-    /// Minted by scopegate for an upstream: accepted as a token-exchange subject, never at the
-    /// front door.
-    Upstream,
-    /// Issued by scopegate's token exchange: good only on routes of its audience and binding.
-    Exchanged {
-        audience: String,
-        /// The one normalized path the token is bound to, if any.
-        bound_path: Option<String>,
-        /// The methods the token is bound to, if the exchange rule bound them.
-        bound_methods: Option<Vec<String>>,
-    },
-}
-
-/// The claim that names the caller's identity as (issuer, subject) in every token scopegate
-/// issues (RFC 9493 `iss_sub` subject identifier): `sub` alone is ambiguous across issuers.
-pub const SUBJECT_ID_CLAIM: &str = "sub_id";
-
-/// A verified caller.
-#[derive(Debug)]
-pub struct Principal {
-    pub kind: TokenKind,
-    pub issuer: Arc<IssuerConfig>,
-    /// The identity provider the subject belongs to: the token's issuer, or for tokens
-    /// scopegate issued, the original issuer carried in `sub_id`. Identity is (origin, subject).
-    pub origin: String,
-    pub subject: String,
-    /// Sorted, without duplicates.
-    pub scopes: Vec<String>,
-    /// Every claim of the verified token.
-    pub claims: Map<String, Value>,
-    /// Seconds since the epoch.
-    pub expires_at: u64,
-    /// Safe to log: the token's `jti` if it has one, else a prefix of its SHA-256.
-    pub token_id: String,
-}
-
-impl Principal {
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes
-            .binary_search_by(|s| s.as_str().cmp(scope))
-            .is_ok()
-    }
-}
+use crate::policy::{IssuerConfig, Limits, ScopesFormat};
+pub use crate::principal::{Principal, TokenKind};
+use crate::token::{SUBJECT_ID_CLAIM, unix_now};
 
 /// Why a request is not authenticated. All are 401 except where noted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,12 +113,6 @@ impl moka::Expiry<TokenHash, Verified> for UntilExpiry {
             value.principal.expires_at.saturating_sub(unix_now()),
         ))
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(serde::Deserialize)]
@@ -377,9 +324,9 @@ fn principal(
     let kind = match own {
         None => TokenKind::Idp,
         Some(max_depth) => match claims.get("token_use").and_then(Value::as_str) {
-            Some(crate::mint::UPSTREAM_TOKEN_USE) => TokenKind::Upstream,
-            Some(crate::exchange::EXCHANGE_TOKEN_USE) => {
-                if crate::exchange::act_depth(&claims) > max_depth {
+            Some(crate::token::UPSTREAM_TOKEN_USE) => TokenKind::Upstream,
+            Some(crate::token::EXCHANGE_TOKEN_USE) => {
+                if crate::token::act_depth(&claims) > max_depth {
                     return Err(AuthError::DelegationTooDeep);
                 }
                 TokenKind::Exchanged {
@@ -462,9 +409,4 @@ fn origin_issuer(claims: &Map<String, Value>, subject: &str) -> Option<String> {
     (id.get("format")?.as_str()? == "iss_sub" && id.get("sub")?.as_str()? == subject)
         .then(|| id.get("iss")?.as_str().map(str::to_string))
         .flatten()
-}
-
-/// The `sub_id` claim for `principal`: its original issuer and subject.
-pub fn subject_id(principal: &Principal) -> Value {
-    serde_json::json!({"format": "iss_sub", "iss": principal.origin, "sub": principal.subject})
 }

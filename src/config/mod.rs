@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Uri};
-use jsonwebtoken::Algorithm;
 
+pub use crate::policy::{
+    Combine, IssuerConfig, KeysSource, Limits, Roles, ScopesFormat, UpstreamConfig,
+    asymmetric_algorithm, is_loopback,
+};
 pub use error::{ConfigError, ConfigErrors};
 use locate::{Locator, Step};
 
@@ -43,7 +46,7 @@ pub struct Config {
     pub watched: Vec<PathBuf>,
     pub log: LogConfig,
     /// Policy tests from every policy file, run by `scopegate check`.
-    pub tests: Vec<crate::explain::PolicyTest>,
+    pub tests: Vec<crate::described::PolicyTest>,
 }
 
 /// Logging: format and default filter (applied at start; `RUST_LOG` wins).
@@ -53,23 +56,11 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// Role name to scopes.
-pub type Roles = HashMap<String, Vec<String>>;
-
 /// The permissions backend and its cache settings.
 #[derive(Debug, Clone)]
 pub struct PermissionsConfig {
     pub backend: Arc<dyn crate::permissions::Backend>,
     pub cache: crate::permissions::CacheConfig,
-}
-
-/// How effective scopes are computed from backend grants and the token's scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Combine {
-    /// Grants ∩ token scopes: a token never gains a scope its holder did not consent to.
-    Intersect,
-    /// Grants alone, for IdPs that issue no API scopes.
-    Replace,
 }
 
 /// Listener addresses.
@@ -79,100 +70,6 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// The forward-auth decision listener, when configured.
     pub auth: Option<SocketAddr>,
-}
-
-/// One trusted token issuer.
-#[derive(Debug)]
-pub struct IssuerConfig {
-    /// The name it has in `issuers:` (used in metrics and logs).
-    pub name: String,
-    /// The exact `iss` claim value.
-    pub issuer: String,
-    pub keys: KeysSource,
-    pub algorithms: Vec<Algorithm>,
-    pub audiences: Vec<String>,
-    pub leeway: Duration,
-    pub scopes_claim: String,
-    pub scopes_format: ScopesFormat,
-    /// When set, the token header's `typ` must equal this (case-insensitively).
-    pub typ: Option<String>,
-    pub refresh_interval: Duration,
-    pub unknown_kid_cooldown: Duration,
-    pub fetch_timeout: Duration,
-    pub combine: Combine,
-    /// The longest remaining lifetime (`exp` - now) a token may have: an `exp` absurdly far in
-    /// the future is a forged or misissued token, and would pin the verified-token cache.
-    pub max_token_age: Duration,
-}
-
-/// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
-pub enum KeysSource {
-    /// scopegate's own signing keys, known in-process and never fetched.
-    Local,
-    Jwks(Uri),
-    /// An OIDC discovery document whose `jwks_uri` names the JWKS.
-    Discovery(Uri),
-}
-
-/// How the scopes claim is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopesFormat {
-    /// One space-delimited string (`scope`, RFC 8693 / RFC 9068).
-    Space,
-    /// An array of strings (`scp`, Auth0 `permissions`).
-    Array,
-}
-
-/// One upstream API.
-#[derive(Debug)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
-    /// Path prefix from the URL, without a trailing `/` (empty for none).
-    pub prefix: String,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    /// `aud` of tokens minted for this upstream.
-    pub audience: String,
-    /// Requests in flight to it at most.
-    pub max_concurrency: usize,
-    /// Its router ignores case: a path whose lower-case form is another route's is refused.
-    pub folds_case: bool,
-    /// Its router ignores a trailing `/`: a path that is another route's with or without it is
-    /// refused.
-    pub folds_trailing_slash: bool,
-}
-
-/// Size, cache and connection bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_token_bytes: usize,
-    pub token_cache_entries: u64,
-    pub mint_cache_entries: u64,
-    pub max_header_bytes: usize,
-    /// Open connections per listener; at least 1 and at most `Semaphore::MAX_PERMITS`, so the
-    /// listener's semaphore can be built from it.
-    pub max_connections: usize,
-    /// Open connections per listener from one client IP; at least 1, at most `max_connections`.
-    pub max_connections_per_peer: usize,
-    /// From accept (TLS handshake included) to a complete request head, and between requests on
-    /// a kept-alive HTTP/1 connection. Longer than zero and at most [`Limits::MAX_TIMEOUT`].
-    pub header_read_timeout: Duration,
-    /// How long a connection may stay open with no request in flight. Longer than zero and at
-    /// most [`Limits::MAX_TIMEOUT`].
-    pub idle_timeout: Duration,
-    /// The longest pause between two pieces of a request body being forwarded: a client that
-    /// stalls its body cannot hold an upstream slot past it (408).
-    pub body_read_timeout: Duration,
-    pub shutdown_grace: Duration,
-}
-
-impl Limits {
-    /// The longest connection timeout accepted: timers add it to `Instant::now()` (in hyper,
-    /// too), which panics on overflow, and nothing sensible waits a day for a request head.
-    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 }
 
 /// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
@@ -894,32 +791,6 @@ fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<Issuer
         );
     }
     Some(config)
-}
-
-/// Whether `uri` names a loopback host, the only place plain-HTTP key fetches may go.
-pub(crate) fn is_loopback(uri: &Uri) -> bool {
-    uri.host().is_some_and(|h| {
-        h == "localhost"
-            || h.trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    })
-}
-
-/// The asymmetric JWS algorithms scopegate verifies; anything else is refused at load.
-pub fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
 }
 
 fn upstream(check: &mut Check<'_>, name: &str, raw: &raw::Upstream) -> Option<UpstreamConfig> {
@@ -1815,7 +1686,7 @@ fn policy_test(
     i: usize,
     raw: &raw::PolicyTest,
     issuer: Option<&Arc<IssuerConfig>>,
-) -> Option<crate::explain::PolicyTest> {
+) -> Option<crate::described::PolicyTest> {
     let at = |key: &'static str| [Step::Key("tests"), Step::Index(i), Step::Key(key)];
     let location = format!(
         "{}{}",
@@ -1886,16 +1757,16 @@ fn policy_test(
     let claims = raw
         .claims
         .clone()
-        .map(|c| crate::explain::with_default_claims(c, issuer.map(|i| i.as_ref())));
+        .map(|c| crate::described::with_default_claims(c, issuer.map(|i| i.as_ref())));
     let grants = match (raw.member, &raw.grants) {
         (Some(false), _) => Some(None),
         (_, Some(g)) => Some(Some(g.clone())),
         _ => None,
     };
-    Some(crate::explain::PolicyTest {
+    Some(crate::described::PolicyTest {
         name: raw.name.clone(),
         location,
-        request: crate::explain::Described {
+        request: crate::described::Described {
             method,
             uri,
             headers,

@@ -7,10 +7,10 @@ use serde_json::{Map, Value, json};
 
 use super::{Allowed, Decision, Input, decide, effective_scopes};
 use crate::condition::{Condition, Facts};
-use crate::config::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::mint::ForwardScopes;
 use crate::org::OrgSource;
 use crate::permissions::{Grants, Membership};
+use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::reject::Rejection;
 use crate::route::{Access, Route, ScopeRule};
 use crate::verify::{AuthError, Principal};

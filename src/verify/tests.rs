@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::{AuthError, Principal, TokenKind, bearer, principal, token_hash};
-use crate::config::{Combine, IssuerConfig, KeysSource, ScopesFormat};
+use crate::policy::{Combine, IssuerConfig, KeysSource, ScopesFormat};
 
 fn headers(values: &[&[u8]]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -273,7 +273,7 @@ fn a_lifetime_longer_than_the_issuers_maximum_is_refused() {
         max_token_age: Duration::from_secs(3600),
         ..Arc::into_inner(space()).unwrap()
     });
-    let now = crate::verify::unix_now();
+    let now = crate::token::unix_now();
     let far = claims(json!({"sub": "alice", "exp": now + 7200}));
     assert_eq!(run(&issuer, far).err(), Some(AuthError::LifetimeTooLong));
     let near = claims(json!({"sub": "alice", "exp": now + 3000}));

@@ -1,0 +1,76 @@
+//! The verified caller every stage after authentication reads: who (issuer, subject), with which
+//! scopes and claims, from which kind of token. Its own module so that reading the caller does
+//! not mean importing the verifier.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::policy::IssuerConfig;
+
+/// What kind of token a principal came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKind {
+    /// From a trusted identity provider.
+    Idp,
+    /// Minted by scopegate for an upstream: accepted as a token-exchange subject, never at the
+    /// front door.
+    Upstream,
+    /// Issued by scopegate's token exchange: good only on routes of its audience and binding.
+    Exchanged {
+        audience: String,
+        /// The one normalized path the token is bound to, if any.
+        bound_path: Option<String>,
+        /// The methods the token is bound to, if the exchange rule bound them.
+        bound_methods: Option<Vec<String>>,
+    },
+}
+
+/// A verified caller.
+#[derive(Debug)]
+pub struct Principal {
+    pub kind: TokenKind,
+    pub issuer: Arc<IssuerConfig>,
+    /// The identity provider the subject belongs to: the token's issuer, or for tokens
+    /// scopegate issued, the original issuer carried in `sub_id`. Identity is (origin, subject).
+    pub origin: String,
+    pub subject: String,
+    /// Sorted, without duplicates.
+    pub scopes: Vec<String>,
+    /// Every claim of the verified token.
+    pub claims: Map<String, Value>,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+    /// Safe to log: the token's `jti` if it has one, else a prefix of its SHA-256.
+    pub token_id: String,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .binary_search_by(|s| s.as_str().cmp(scope))
+            .is_ok()
+    }
+}
+
+impl Principal {
+    /// The caller's client: `azp`, else `client_id`.
+    pub fn client_id(&self) -> Option<&str> {
+        self.claims
+            .get("azp")
+            .or_else(|| self.claims.get("client_id"))
+            .and_then(Value::as_str)
+    }
+
+    /// The caller's delegation claims, to copy into a derived token.
+    pub fn delegation(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+        crate::token::DELEGATION_CLAIMS
+            .into_iter()
+            .filter_map(|name| self.claims.get(name).map(|v| (name, v)))
+    }
+}
+
+/// The `sub_id` claim for `principal`: its original issuer and subject.
+pub fn subject_id(principal: &Principal) -> Value {
+    serde_json::json!({"format": "iss_sub", "iss": principal.origin, "sub": principal.subject})
+}
