@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::mint::Minted;
-use crate::verify::Principal;
+use crate::principal::Principal;
 
 /// What the pipeline learned about one request, filled in stage by stage.
 #[derive(Debug)]

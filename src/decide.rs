@@ -11,15 +11,31 @@ use crate::condition::Facts;
 use crate::mint::ForwardScopes;
 use crate::permissions::{Grants, Membership};
 use crate::policy::{Combine, Roles};
-use crate::reject::Rejection;
+use crate::principal::Principal;
 use crate::route::{Access, Route, ScopeRule};
-use crate::verify::{AuthError, Principal};
 
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Decision {
     Allow(Allowed),
-    Deny(Rejection),
+    Deny(Denial),
+}
+
+/// Why the decision is no; `reject` maps each to its HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// A protected route reached without a verified caller (the pipeline authenticates first,
+    /// so this fails closed rather than happens).
+    NoCaller,
+    /// The caller is not a member of the organization.
+    NotMember,
+    /// The effective scopes miss a scope the route requires.
+    InsufficientScope {
+        /// The route's rule as a space-delimited list.
+        required: String,
+    },
+    /// The route's condition is false or could not be evaluated.
+    ConditionFailed,
 }
 
 /// What an allowed request carries upstream.
@@ -57,7 +73,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
     };
     // The pipeline authenticates before deciding; reaching this without a caller fails closed.
     let Some(principal) = input.principal else {
-        return Decision::Deny(Rejection::Auth(AuthError::Missing));
+        return Decision::Deny(Denial::NoCaller);
     };
     let empty = Map::new();
     let (effective, backend_claims) = match (&route.organization, input.membership) {
@@ -67,12 +83,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
             &grants.claims,
         ),
         (Some(_), Some(Membership::NotMember) | None) => {
-            return Decision::Deny(Rejection::NotMember);
+            return Decision::Deny(Denial::NotMember);
         }
     };
     let has = |s: &String| effective.binary_search(s).is_ok();
     if !rule.all.iter().all(has) || !(rule.any.is_empty() || rule.any.iter().any(has)) {
-        return Decision::Deny(Rejection::InsufficientScope {
+        return Decision::Deny(Denial::InsufficientScope {
             required: required(rule),
         });
     }
@@ -88,10 +104,10 @@ pub fn decide(input: &Input<'_>) -> Decision {
         };
         match condition.evaluate(&facts) {
             Ok(true) => {}
-            Ok(false) => return Decision::Deny(Rejection::ConditionFailed),
+            Ok(false) => return Decision::Deny(Denial::ConditionFailed),
             Err(e) => {
                 tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
-                return Decision::Deny(Rejection::ConditionFailed);
+                return Decision::Deny(Denial::ConditionFailed);
             }
         }
     }

@@ -25,10 +25,11 @@ use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
 use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
+use crate::principal::{Principal, TokenKind};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
 use crate::route::{Access, Route, RouteTable};
-use crate::verify::{Principal, TokenKind, Verifier};
+use crate::verify::Verifier;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -618,7 +619,7 @@ impl Gateway {
         });
         let allowed = match decision {
             Decision::Allow(a) => a,
-            Decision::Deny(rejection) => return Err(rejection),
+            Decision::Deny(denial) => return Err(denial.into()),
         };
         let minted = match &principal {
             None => None,

@@ -1,7 +1,7 @@
 //! Organization (tenant) resolution: where a route finds the organization a request acts in.
 //! The value is checked to be a plain identifier, so it can key caches and backend calls safely.
 
-use crate::verify::Principal;
+use crate::principal::Principal;
 
 #[cfg(test)]
 mod tests;

@@ -213,6 +213,18 @@ impl Rejection {
     }
 }
 
+impl From<crate::decide::Denial> for Rejection {
+    fn from(denial: crate::decide::Denial) -> Self {
+        use crate::decide::Denial;
+        match denial {
+            Denial::NoCaller => Rejection::Auth(AuthError::Missing),
+            Denial::NotMember => Rejection::NotMember,
+            Denial::InsufficientScope { required } => Rejection::InsufficientScope { required },
+            Denial::ConditionFailed => Rejection::ConditionFailed,
+        }
+    }
+}
+
 /// Makes text safe inside a quoted-string of an auth-param.
 fn quoted(s: &str) -> String {
     s.chars()

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::jwks::IssuerKeys;
 use crate::policy::{IssuerConfig, Limits, ScopesFormat};
-pub use crate::principal::{Principal, TokenKind};
+use crate::principal::{Principal, TokenKind};
 use crate::token::{SUBJECT_ID_CLAIM, unix_now};
 
 /// Why a request is not authenticated. All are 401 except where noted.

@@ -5,15 +5,14 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{Allowed, Decision, Input, decide, effective_scopes};
+use super::{Allowed, Decision, Denial, Input, decide, effective_scopes};
 use crate::condition::{Condition, Facts};
 use crate::mint::ForwardScopes;
 use crate::org::OrgSource;
 use crate::permissions::{Grants, Membership};
 use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
-use crate::reject::Rejection;
+use crate::principal::Principal;
 use crate::route::{Access, Route, ScopeRule};
-use crate::verify::{AuthError, Principal};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -52,7 +51,7 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
     scopes.dedup();
     let issuer = issuer(combine);
     Principal {
-        kind: crate::verify::TokenKind::Idp,
+        kind: crate::principal::TokenKind::Idp,
         origin: issuer.issuer.clone(),
         issuer,
         subject: "alice".into(),
@@ -107,7 +106,7 @@ fn allowed(decision: Decision) -> Allowed {
     }
 }
 
-fn denied(decision: Decision) -> Rejection {
+fn denied(decision: Decision) -> Denial {
     match decision {
         Decision::Deny(r) => r,
         Decision::Allow(a) => panic!("expected deny, got allow: {a:?}"),
@@ -145,10 +144,7 @@ fn scoped_route_without_a_caller_denies() {
     let r = route(rule(&[], &[]));
     let roles = Roles::new();
     let rejection = denied(decide(&input(&r, &roles, None, None, &[])));
-    assert!(
-        matches!(rejection, Rejection::Auth(AuthError::Missing)),
-        "{rejection:?}"
-    );
+    assert!(matches!(rejection, Denial::NoCaller), "{rejection:?}");
 }
 
 #[test]
@@ -163,9 +159,9 @@ fn org_route_denies_non_members_and_missing_answers() {
         Some(&Membership::NotMember),
         &[],
     )));
-    assert!(matches!(rejection, Rejection::NotMember), "{rejection:?}");
+    assert!(matches!(rejection, Denial::NotMember), "{rejection:?}");
     let rejection = denied(decide(&input(&r, &roles, Some(&p), None, &[])));
-    assert!(matches!(rejection, Rejection::NotMember), "{rejection:?}");
+    assert!(matches!(rejection, Denial::NotMember), "{rejection:?}");
 }
 
 #[test]
@@ -175,7 +171,7 @@ fn missing_scopes_deny_with_the_whole_rule() {
     let p = principal(Combine::Intersect, &["read:builds", "admin"]);
     let rejection = denied(decide(&input(&r, &roles, Some(&p), None, &[])));
     match rejection {
-        Rejection::InsufficientScope { required } => {
+        Denial::InsufficientScope { required } => {
             assert_eq!(required, "read:builds write:builds admin owner");
         }
         other => panic!("{other:?}"),
@@ -184,7 +180,7 @@ fn missing_scopes_deny_with_the_whole_rule() {
     let p = principal(Combine::Intersect, &["read:builds", "write:builds"]);
     let rejection = denied(decide(&input(&r, &roles, Some(&p), None, &[])));
     assert!(
-        matches!(rejection, Rejection::InsufficientScope { .. }),
+        matches!(rejection, Denial::InsufficientScope { .. }),
         "{rejection:?}"
     );
 }
@@ -241,7 +237,7 @@ fn org_route_decides_on_effective_scopes() {
         &[],
     )));
     assert!(
-        matches!(rejection, Rejection::InsufficientScope { .. }),
+        matches!(rejection, Denial::InsufficientScope { .. }),
         "{rejection:?}"
     );
     let read = org_route(rule(&["read:builds"], &[]));
@@ -333,7 +329,7 @@ fn condition_allows_and_denies_on_the_facts() {
         &[("org", "acme"), ("country", "fr")],
     )));
     assert!(
-        matches!(rejection, Rejection::ConditionFailed),
+        matches!(rejection, Denial::ConditionFailed),
         "{rejection:?}"
     );
 }
@@ -360,7 +356,7 @@ fn condition_that_fails_to_evaluate_denies() {
     let p = principal(Combine::Intersect, &["a"]);
     let rejection = denied(decide(&input(&r, &roles, Some(&p), None, &[])));
     assert!(
-        matches!(rejection, Rejection::ConditionFailed),
+        matches!(rejection, Denial::ConditionFailed),
         "{rejection:?}"
     );
 
@@ -368,7 +364,7 @@ fn condition_that_fails_to_evaluate_denies() {
     r.condition = Some(Condition::compile("method").unwrap());
     let rejection = denied(decide(&input(&r, &roles, Some(&p), None, &[])));
     assert!(
-        matches!(rejection, Rejection::ConditionFailed),
+        matches!(rejection, Denial::ConditionFailed),
         "{rejection:?}"
     );
 }
