@@ -1,0 +1,143 @@
+//! The permissions backend (file or http), its cache and the per-caller miss budget.
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "a section of the configuration module, written against its imports and helpers"
+)]
+use super::*;
+
+pub(super) fn permissions(
+    check: &mut Check<'_>,
+    base: &Path,
+    raw: &raw::Permissions,
+    issuers: &[Arc<IssuerConfig>],
+) -> Option<PermissionsConfig> {
+    use crate::permissions::{CacheConfig, OnError};
+    let at = |key: &'static str| [Step::Key("permissions"), Step::Key(key)];
+    let timeout = check.duration(
+        &at("timeout"),
+        raw.timeout.as_deref(),
+        Duration::from_secs(2),
+    );
+    let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url) {
+        (Some(files), None) => {
+            let files = files.iter().map(|f| base.join(f)).collect();
+            let known = issuers
+                .iter()
+                .map(|i| (i.name.clone(), i.issuer.clone()))
+                .collect();
+            match crate::permissions::file::FileBackend::load(files, known) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    check.error(
+                        &at("files"),
+                        format!("permissions data: {e}"),
+                        "fix the data file; see the README for its format (with several issuers, each file names its `issuer:`)",
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, Some(url)) => match url.parse::<Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("https"))
+                    || (u.scheme_str() == Some("http") && is_loopback(&u)) =>
+            {
+                Arc::new(crate::permissions::http::HttpBackend::new(
+                    u,
+                    timeout,
+                    bounded(check, &at("max_concurrency"), raw.max_concurrency, 64),
+                ))
+            }
+            _ => {
+                check.error(
+                    &at("url"),
+                    format!("`{url}` is not an https URL (or http on loopback)"),
+                    "write the permissions API's URL, like `https://perms.internal/v1/check`; plain http is allowed only for loopback addresses",
+                );
+                return None;
+            }
+        },
+        _ => {
+            check.error(
+                &[Step::Key("permissions")],
+                "`permissions` needs exactly one of `files` and `url`",
+                "use `files: [data.yaml]` for the file backend or `url: ...` for the HTTP backend",
+            );
+            return None;
+        }
+    };
+    let on_error = match raw.on_error {
+        None | Some(raw::OnError::Deny) => OnError::Deny,
+        Some(raw::OnError::Stale) => OnError::Stale(check.duration(
+            &at("stale_for"),
+            raw.stale_for.as_deref(),
+            Duration::from_secs(300),
+        )),
+    };
+    let cache = CacheConfig {
+        entries: raw.cache_entries.unwrap_or(10_000),
+        default_ttl: check.duration(
+            &at("default_ttl"),
+            raw.default_ttl.as_deref(),
+            Duration::from_secs(60),
+        ),
+        max_ttl: check.duration(
+            &at("max_ttl"),
+            raw.max_ttl.as_deref(),
+            Duration::from_secs(300),
+        ),
+        negative_ttl: check.duration(
+            &at("negative_ttl"),
+            raw.negative_ttl.as_deref(),
+            Duration::from_secs(10),
+        ),
+        on_error,
+        budget: miss_budget(check, raw.miss_budget.as_ref()),
+    };
+    Some(PermissionsConfig { backend, cache })
+}
+
+pub(super) fn miss_budget(
+    check: &mut Check<'_>,
+    raw: Option<&raw::MissBudget>,
+) -> crate::permissions::budget::BudgetConfig {
+    let mut budget = crate::permissions::budget::BudgetConfig::default();
+    let Some(raw) = raw else { return budget };
+    let at = |key: &'static str| {
+        [
+            Step::Key("permissions"),
+            Step::Key("miss_budget"),
+            Step::Key(key),
+        ]
+    };
+    if let Some(rate) = raw.per_second {
+        if rate.is_finite() && (0.01..=100_000.0).contains(&rate) {
+            budget.per_second = rate;
+        } else {
+            check.error(
+                &at("per_second"),
+                format!("`{rate}` is not a usable rate"),
+                "write misses per second per caller, from 0.01 to 100000; the default is 10",
+            );
+        }
+    }
+    if let Some(burst) = raw.burst {
+        if (1..=1_000_000).contains(&burst) {
+            budget.burst = burst;
+        } else {
+            check.error(
+                &at("burst"),
+                format!("`{burst}` is not a usable burst"),
+                "write a number from 1 to 1000000; the default is 50",
+            );
+        }
+    }
+    budget.concurrency = bounded(
+        check,
+        &at("concurrency"),
+        raw.concurrency,
+        budget.concurrency,
+    );
+    budget
+}

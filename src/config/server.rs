@@ -1,0 +1,270 @@
+//! Listeners, TLS, trusted issuers and upstreams of the server file.
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "a section of the configuration module, written against its imports and helpers"
+)]
+use super::*;
+
+pub(super) fn socket_addr(check: &mut Check<'_>, key: &str, value: &str) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        check.error(
+            &[Step::Key("listen"), Step::Key(key)],
+            format!("`{value}` is not a listen address"),
+            "write an IP and port, like `0.0.0.0:8080` or `[::]:8080`",
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+pub(super) fn tls_config(
+    check: &mut Check<'_>,
+    base: &Path,
+    tls: &raw::Tls,
+) -> Option<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = base.join(&tls.cert);
+    let key_path = base.join(&tls.key);
+    let certs: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) | Err(_) => {
+            check.error(
+                &[Step::Key("tls"), Step::Key("cert")],
+                format!(
+                    "cannot read a PEM certificate chain from `{}`",
+                    cert_path.display()
+                ),
+                "point `tls.cert` at a PEM file with the server certificate first",
+            );
+            return None;
+        }
+    };
+    let Ok(key) = PrivateKeyDer::from_pem_file(&key_path) else {
+        check.error(
+            &[Step::Key("tls"), Step::Key("key")],
+            format!(
+                "cannot read a PEM private key from `{}`",
+                key_path.display()
+            ),
+            "point `tls.key` at a PEM file with a PKCS#8, PKCS#1 or SEC1 private key",
+        );
+        return None;
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let built = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| e.to_string())
+        });
+    match built {
+        Ok(mut config) => {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        }
+        Err(e) => {
+            check.error(
+                &[Step::Key("tls")],
+                format!("the TLS certificate and key do not form a usable pair: {e}"),
+                "check that the key belongs to the first certificate of the chain",
+            );
+            None
+        }
+    }
+}
+
+/// Whether `uri` may be fetched for keys: HTTPS anywhere, plain HTTP only on loopback.
+pub(super) fn key_url(check: &mut Check<'_>, path: &[Step<'_>], value: &str) -> Option<Uri> {
+    let uri: Uri = match value.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            check.error(
+                path,
+                format!("`{value}` is not a URL"),
+                "write an absolute URL such as `https://idp.example.com/.well-known/jwks.json`",
+            );
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("https") => Some(uri),
+        Some("http") if is_loopback(&uri) => Some(uri),
+        Some("http") => {
+            check.error(
+                path,
+                format!("`{value}` fetches keys over plain HTTP"),
+                "use https:// (plain http is allowed only for loopback addresses)",
+            );
+            None
+        }
+        _ => {
+            check.error(
+                path,
+                format!("`{value}` is not an http(s) URL"),
+                "write an absolute https:// URL",
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<IssuerConfig> {
+    let at = |key: &'static str| [Step::Key("issuers"), Step::Key(name), Step::Key(key)];
+    let keys = match (&raw.jwks_url, &raw.discovery_url) {
+        (Some(u), None) => key_url(check, &at("jwks_url"), u).map(KeysSource::Jwks),
+        (None, Some(u)) => key_url(check, &at("discovery_url"), u).map(KeysSource::Discovery),
+        _ => {
+            check.error(&[Step::Key("issuers"), Step::Key(name)], format!("issuer `{name}` needs exactly one of `jwks_url` and `discovery_url`"), "set `jwks_url` to the issuer's JWKS, or `discovery_url` to its /.well-known/openid-configuration");
+            None
+        }
+    };
+    let mut algorithms = Vec::new();
+    for (i, a) in raw
+        .algorithms
+        .clone()
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()])
+        .iter()
+        .enumerate()
+    {
+        match asymmetric_algorithm(a) {
+            Some(alg) => algorithms.push(alg),
+            None => check.error(
+                &[Step::Key("issuers"), Step::Key(name), Step::Key("algorithms"), Step::Index(i)],
+                format!("algorithm `{a}` is not allowed"),
+                "use asymmetric algorithms only: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (never `none` or HS*)",
+            ),
+        }
+    }
+    if raw.algorithms.as_ref().is_some_and(Vec::is_empty) {
+        check.error(
+            &at("algorithms"),
+            "`algorithms` is empty",
+            "list the algorithms this issuer signs with, such as [RS256]",
+        );
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        check.error(
+            &at("audiences"),
+            format!("issuer `{name}` has no audience"),
+            "list the `aud` values this gateway accepts; a token for another API must not pass",
+        );
+    }
+    let (scopes_claim, scopes_format) = match &raw.scopes {
+        None => ("scope".to_string(), ScopesFormat::Space),
+        Some(s) => {
+            let format = match s.format {
+                Some(raw::ScopesFormat::Space) => ScopesFormat::Space,
+                Some(raw::ScopesFormat::Array) => ScopesFormat::Array,
+                None if s.claim == "scope" => ScopesFormat::Space,
+                None => ScopesFormat::Array,
+            };
+            (s.claim.clone(), format)
+        }
+    };
+    let config = IssuerConfig {
+        name: name.to_string(),
+        issuer: raw.issuer.clone(),
+        keys: keys?,
+        algorithms,
+        audiences: raw.audiences.clone(),
+        leeway: check.duration(
+            &at("leeway"),
+            raw.leeway.as_deref(),
+            Duration::from_secs(30),
+        ),
+        scopes_claim,
+        scopes_format,
+        typ: raw.typ.clone(),
+        refresh_interval: check.duration(
+            &at("refresh_interval"),
+            raw.refresh_interval.as_deref(),
+            Duration::from_secs(300),
+        ),
+        unknown_kid_cooldown: check.duration(
+            &at("unknown_kid_cooldown"),
+            raw.unknown_kid_cooldown.as_deref(),
+            Duration::from_secs(30),
+        ),
+        max_token_age: check.duration(
+            &at("max_token_age"),
+            raw.max_token_age.as_deref(),
+            Duration::from_secs(24 * 3600),
+        ),
+        combine: match raw.combine {
+            None | Some(raw::Combine::Intersect) => Combine::Intersect,
+            Some(raw::Combine::Replace) => Combine::Replace,
+        },
+        fetch_timeout: check.duration(
+            &at("fetch_timeout"),
+            raw.fetch_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+    };
+    if config.leeway > Duration::from_secs(300) {
+        check.error(
+            &at("leeway"),
+            "`leeway` is over 5 minutes",
+            "clock skew is seconds, not minutes; use 30s or less",
+        );
+    }
+    Some(config)
+}
+
+pub(super) fn upstream(
+    check: &mut Check<'_>,
+    name: &str,
+    raw: &raw::Upstream,
+) -> Option<UpstreamConfig> {
+    let at = |key: &'static str| [Step::Key("upstreams"), Step::Key(name), Step::Key(key)];
+    let uri: Option<Uri> = raw.url.parse().ok();
+    let parts = uri.map(|u| u.into_parts());
+    let (Some(scheme), Some(authority), path) = (
+        parts
+            .as_ref()
+            .and_then(|p| p.scheme.clone())
+            .filter(|s| *s == http::uri::Scheme::HTTP || *s == http::uri::Scheme::HTTPS),
+        parts.as_ref().and_then(|p| p.authority.clone()),
+        parts.as_ref().and_then(|p| p.path_and_query.clone()),
+    ) else {
+        check.error(
+            &at("url"),
+            format!("`{}` is not an http(s) URL", raw.url),
+            "write the upstream's base URL, like `http://127.0.0.1:3000`",
+        );
+        return None;
+    };
+    if path.as_ref().is_some_and(|p| p.query().is_some()) {
+        check.error(
+            &at("url"),
+            "an upstream URL cannot have a query",
+            "remove the `?...` part",
+        );
+    }
+    Some(UpstreamConfig {
+        name: name.to_string(),
+        scheme,
+        authority,
+        prefix: path
+            .map(|p| p.path().trim_end_matches('/').to_string())
+            .unwrap_or_default(),
+        connect_timeout: check.duration(
+            &at("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        timeout: check.duration(
+            &at("timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+        audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
+        max_concurrency: bounded(check, &at("max_concurrency"), raw.max_concurrency, 1024),
+        folds_case: raw.folds_case,
+        folds_trailing_slash: raw.folds_trailing_slash,
+    })
+}
