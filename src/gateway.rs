@@ -31,6 +31,9 @@ use crate::reject::Rejection;
 use crate::route::{Access, Route, RouteTable};
 use crate::verify::Verifier;
 
+mod forward_auth;
+mod token_endpoint;
+
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
@@ -336,60 +339,6 @@ impl Gateway {
         Ok(())
     }
 
-    /// Handles one request on the forward-auth listener: decide, never forward.
-    pub async fn handle_auth(
-        &self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Full<Bytes>> {
-        let started = Instant::now();
-        let mut audit = Audit::default();
-        let (parts, _body) = request.into_parts();
-        let traceparent = crate::audit::traceparent(&parts.headers);
-        let result =
-            match self
-                .forward_auth
-                .original(peer.ip(), &parts.method, &parts.uri, &parts.headers)
-            {
-                Err(e) => Err(Rejection::from(e)),
-                Ok(original) => {
-                    let target = Target {
-                        method: &original.method,
-                        uri: &original.uri,
-                        host: Some(&original.host),
-                        headers: &parts.headers,
-                    };
-                    self.authorize(&target, &mut audit)
-                        .await
-                        .and_then(|a| allowed_answer(&a))
-                }
-            };
-        let (response, reason, allowed) = match result {
-            Ok(r) => {
-                self.metrics
-                    .gateway_duration
-                    .with_label_values(&["allow"])
-                    .observe(started.elapsed().as_secs_f64());
-                (r, "allowed", true)
-            }
-            Err(rejection) => {
-                let (code, after_allow) = (rejection.code(), rejection.after_allow());
-                (self.reject(rejection, started), code, after_allow)
-            }
-        };
-        let response = response.map(Full::new);
-        self.finish(
-            &audit,
-            "forward_auth",
-            parts.method.as_str(),
-            (allowed, reason),
-            traceparent,
-            started,
-            &response,
-        );
-        response
-    }
-
     fn reject(&self, rejection: Rejection, started: Instant) -> Response<Bytes> {
         // A failure after the allow (upstream) had its gateway time recorded as an allow.
         if !rejection.after_allow() {
@@ -433,87 +382,6 @@ impl Gateway {
             latency: started.elapsed(),
             traceparent,
         });
-    }
-
-    /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
-    async fn token_endpoint(
-        &self,
-        exchange: &ExchangeConfig,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Bytes> {
-        use crate::exchange::{
-            ExchangeError, Form, MAX_FORM_BYTES, issue, response, subject_token,
-        };
-        let bad = |d: &str| {
-            Err(ExchangeError {
-                code: "invalid_request",
-                description: d.to_string(),
-            })
-        };
-        if request.method() != Method::POST {
-            return response(bad("use POST"));
-        }
-        // Checked before the credentials, so a guesser learns nothing more this minute.
-        if self.auth_failures.blocked(peer.ip()) {
-            self.metrics
-                .limit_rejections
-                .with_label_values(&["client_auth_failures"])
-                .inc();
-            return crate::exchange::too_many_failures();
-        }
-        let form_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';').next().is_some_and(|t| {
-                    t.trim()
-                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                })
-            });
-        if !form_type {
-            return response(bad("the body must be application/x-www-form-urlencoded"));
-        }
-        let (parts, body) = request.into_parts();
-        let Ok(body) = Limited::new(body, MAX_FORM_BYTES).collect().await else {
-            return response(bad("the body is unreadable or too large"));
-        };
-        let form = Form::parse(&body.to_bytes());
-        let mut client_label = "unauthenticated".to_string();
-        let result = async {
-            let client = exchange
-                .authenticate(&parts.headers, &form)
-                .inspect_err(|e| {
-                    if e.code == "invalid_client" && self.auth_failures.record(peer.ip()) {
-                        tracing::warn!(peer = %peer.ip(), limit = exchange.max_auth_failures_per_minute, "client authentication at the token endpoint failed too often; refusing this address for the rest of the minute");
-                    }
-                })?;
-            // Only a configured, authenticated client id becomes a label: bounded cardinality.
-            client_label.clone_from(&client);
-            let token = subject_token(&form)?;
-            let subject = self
-                .verifier
-                .verify(token)
-                .await
-                .map_err(|e| ExchangeError {
-                    code: "invalid_grant",
-                    description: format!("subject token: {e}"),
-                })?;
-            let (claims, lifetime) = exchange.grant(&client, &subject, &form)?;
-            tracing::info!(client = %client, subject_token = %subject.token_id, "token exchanged");
-            issue(self.minter.signing(), claims, lifetime)
-        }
-        .await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code,
-        };
-        self.metrics
-            .token_exchanges
-            .with_label_values(&[client_label.as_str(), outcome])
-            .inc();
-        response(result)
     }
 
     /// Decides a request: the whole pipeline up to and including minting.
@@ -672,33 +540,6 @@ impl Gateway {
                 .find(method, host, &folded)
                 .is_some_and(|m| !Arc::ptr_eq(m.route, route))
     }
-}
-
-/// The 200 of forward-auth: the minted token and identity headers for the ingress to copy.
-fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
-    let mut builder = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CACHE_CONTROL, "no-store");
-    let header_value = |v: &str| {
-        HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
-    };
-    if let Some(m) = &a.minted {
-        builder = builder.header(header::AUTHORIZATION, m.authorization.clone());
-        builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
-    }
-    if let Some(p) = &a.principal {
-        // Subjects are arbitrary strings; one that cannot be a header value is left out.
-        if let Ok(v) = HeaderValue::from_str(&p.subject) {
-            builder = builder.header("x-scopegate-subject", v);
-        }
-    }
-    if let Some(org) = &a.organization {
-        builder = builder.header("x-scopegate-organization", header_value(org)?);
-    }
-    builder = builder.header("x-scopegate-route", header_value(&a.route.name)?);
-    builder
-        .body(Bytes::new())
-        .map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
 }
 
 fn json_document(body: &serde_json::Value) -> Response<Body> {

@@ -176,3 +176,24 @@ fn a_cycle_is_found_when_there_is_one() {
         "test modules do not count"
     );
 }
+
+/// Small modules with one job each: no source file of `src/` grows past 600 lines.
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let mut stack = vec![repo().join("src")];
+    let mut long = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+                if lines > 600 {
+                    long.push(format!("{} ({lines} lines)", path.display()));
+                }
+            }
+        }
+    }
+    assert!(long.is_empty(), "split these: {long:?}");
+}

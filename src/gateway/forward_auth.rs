@@ -1,0 +1,91 @@
+//! Forward-auth mode of the pipeline: read the original request from the trusted ingress,
+//! decide it, and answer 200 with the minted token and identity headers, never forwarding.
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "a part of the gateway, written against its imports"
+)]
+use super::*;
+
+impl Gateway {
+    /// Handles one request on the forward-auth listener: decide, never forward.
+    pub async fn handle_auth(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let mut audit = Audit::default();
+        let (parts, _body) = request.into_parts();
+        let traceparent = crate::audit::traceparent(&parts.headers);
+        let result =
+            match self
+                .forward_auth
+                .original(peer.ip(), &parts.method, &parts.uri, &parts.headers)
+            {
+                Err(e) => Err(Rejection::from(e)),
+                Ok(original) => {
+                    let target = Target {
+                        method: &original.method,
+                        uri: &original.uri,
+                        host: Some(&original.host),
+                        headers: &parts.headers,
+                    };
+                    self.authorize(&target, &mut audit)
+                        .await
+                        .and_then(|a| allowed_answer(&a))
+                }
+            };
+        let (response, reason, allowed) = match result {
+            Ok(r) => {
+                self.metrics
+                    .gateway_duration
+                    .with_label_values(&["allow"])
+                    .observe(started.elapsed().as_secs_f64());
+                (r, "allowed", true)
+            }
+            Err(rejection) => {
+                let (code, after_allow) = (rejection.code(), rejection.after_allow());
+                (self.reject(rejection, started), code, after_allow)
+            }
+        };
+        let response = response.map(Full::new);
+        self.finish(
+            &audit,
+            "forward_auth",
+            parts.method.as_str(),
+            (allowed, reason),
+            traceparent,
+            started,
+            &response,
+        );
+        response
+    }
+}
+
+/// The 200 of forward-auth: the minted token and identity headers for the ingress to copy.
+fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CACHE_CONTROL, "no-store");
+    let header_value = |v: &str| {
+        HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
+    };
+    if let Some(m) = &a.minted {
+        builder = builder.header(header::AUTHORIZATION, m.authorization.clone());
+        builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
+    }
+    if let Some(p) = &a.principal {
+        // Subjects are arbitrary strings; one that cannot be a header value is left out.
+        if let Ok(v) = HeaderValue::from_str(&p.subject) {
+            builder = builder.header("x-scopegate-subject", v);
+        }
+    }
+    if let Some(org) = &a.organization {
+        builder = builder.header("x-scopegate-organization", header_value(org)?);
+    }
+    builder = builder.header("x-scopegate-route", header_value(&a.route.name)?);
+    builder
+        .body(Bytes::new())
+        .map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
+}
