@@ -460,22 +460,12 @@ pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
 /// Signs the granted claims.
 pub fn issue(
     signing: &Signing,
-    mut claims: Map<String, Value>,
+    claims: Map<String, Value>,
     lifetime: Duration,
 ) -> Result<Value, ExchangeError> {
-    let key = signing
-        .keys
-        .first()
-        .ok_or_else(|| err("server_error", "no signing key"))?;
-    let now = unix_now();
-    let jti = crate::token::random_id().ok_or_else(|| err("server_error", "no randomness"))?;
-    claims.insert("iss".into(), Value::String(signing.issuer.clone()));
-    claims.insert("iat".into(), json!(now));
-    claims.insert("exp".into(), json!(now + lifetime.as_secs()));
-    claims.insert("jti".into(), Value::String(jti));
     let scope = claims.get("scope").cloned().unwrap_or(Value::Null);
-    let token = key
-        .sign("at+jwt", &claims)
+    let (token, _jti) = signing
+        .sign(claims, unix_now(), lifetime)
         .map_err(|_| err("server_error", "signing failed"))?;
     Ok(json!({
         "access_token": token,

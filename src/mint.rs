@@ -79,6 +79,25 @@ impl Signing {
         format!("{}/.well-known/openid-configuration", self.base_path())
     }
 
+    /// Signs `claims` with the active key as an `at+jwt`, after adding `iss`, `iat`, `exp`
+    /// (`now` + `lifetime`) and a fresh `jti`: the one signing path of minted and exchanged
+    /// tokens. Returns the compact token and its `jti`.
+    pub fn sign(
+        &self,
+        mut claims: Map<String, Value>,
+        now: u64,
+        lifetime: Duration,
+    ) -> Result<(String, String), MintError> {
+        let key = self.keys.first().ok_or(MintError::Sign)?;
+        let jti = crate::token::random_id().ok_or(MintError::Sign)?;
+        claims.insert("iss".into(), Value::String(self.issuer.clone()));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + lifetime.as_secs()));
+        claims.insert("jti".into(), Value::String(jti.clone()));
+        let token = key.sign("at+jwt", &claims).map_err(|_| MintError::Sign)?;
+        Ok((token, jti))
+    }
+
     /// The JWKS document with every configured key.
     pub fn jwks(&self) -> Value {
         crate::keys::jwks(&self.keys)
@@ -213,9 +232,7 @@ impl Minter {
             self.metrics.mint_cache_hits.inc();
             return Ok(hit);
         }
-        let jti = crate::token::random_id().ok_or(MintError::Sign)?;
         let mut claims = request.claims.clone();
-        claims.insert("iss".into(), Value::String(self.signing.issuer.clone()));
         claims.insert(
             "sub".into(),
             Value::String(request.principal.subject.clone()),
@@ -228,9 +245,6 @@ impl Minter {
         if let Some(org) = request.organization {
             claims.insert("org_id".into(), Value::String(org.to_string()));
         }
-        claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(exp));
-        claims.insert("jti".into(), Value::String(jti.clone()));
         claims.insert("token_use".into(), Value::String(UPSTREAM_TOKEN_USE.into()));
         claims.insert(
             crate::token::SUBJECT_ID_CLAIM.into(),
@@ -239,9 +253,9 @@ impl Minter {
         for (name, value) in request.principal.delegation() {
             claims.insert(name.into(), value.clone());
         }
-        let token = key_in_use
-            .sign("at+jwt", &claims)
-            .map_err(|_| MintError::Sign)?;
+        let (token, jti) = self
+            .signing
+            .sign(claims, now, Duration::from_secs(exp - now))?;
         let authorization =
             http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| MintError::Sign)?;
         self.metrics.tokens_minted.inc();
