@@ -5,6 +5,9 @@
 //! hours later). `act` names the exchanging client, nested when the subject token had one.
 //! Issued tokens are never cached or logged.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,6 +3,9 @@
 //! Request code reads an immutable snapshot and never waits on a lock unless it is itself
 //! waiting for a refresh it needs. When a fetch fails, the last good keys stay in use.
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -8,6 +8,9 @@
 //! audience, scopes, claims, parent `exp`) and reused until half their lifetime is gone; a new
 //! signing key changes the key, so rotation retires the old key's cached tokens.
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! answer: status, `WWW-Authenticate` (RFC 6750) and an `application/problem+json` body
 //! (RFC 9457). Bodies say which check failed; they never echo a token or internal detail.
 
+#[cfg(test)]
+mod tests;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
