@@ -17,6 +17,14 @@ pub struct Audit<'a> {
     /// The verified caller (subject, and its token's `jti` or hash prefix).
     pub principal: Option<Arc<Principal>>,
     pub organization: Option<String>,
+    /// The matched route's path parameters (name, raw value).
+    pub params: Vec<(String, String)>,
+    /// The matched route's condition, as written.
+    pub condition: Option<&'a str>,
+    /// Where the membership answer came from: `given`, `cache`, `backend` or `stale`.
+    pub grants: Option<&'static str>,
+    /// The effective scopes in the organization (or the token's), once the decision allowed.
+    pub effective: Option<Vec<String>>,
     /// The token minted for the upstream (named by its `jti`).
     pub minted: Option<Arc<Minted>>,
 }
@@ -28,6 +36,10 @@ impl Default for Audit<'_> {
             path: None,
             principal: None,
             organization: None,
+            params: Vec::new(),
+            condition: None,
+            grants: None,
+            effective: None,
             minted: None,
         }
     }
@@ -60,6 +72,7 @@ impl Audit<'_> {
             path = self.path.as_deref().unwrap_or(""),
             subject = self.principal.as_deref().map_or("", |p| p.subject.as_str()),
             organization = self.organization.as_deref().unwrap_or(""),
+            grants = self.grants.unwrap_or(""),
             decision = o.decision,
             reason = o.reason,
             status = o.status,

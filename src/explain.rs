@@ -93,16 +93,9 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
             .requests()
             .routing_method(&request.method)
             .unwrap_or_else(|_| request.method.clone());
-        match gateway.routes().find(&method, host_name, path) {
-            Some(m) => {
-                trace.params = m
-                    .params
-                    .iter()
-                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                    .collect();
-                trace.condition = m.route.condition.as_ref().map(|c| c.source().to_string());
-            }
-            None => trace.near_misses = gateway.routes().near_misses(&method, host_name, path),
+        // Only the "why 404" needs the route table itself; a match is read from the record.
+        if gateway.routes().find(&method, host_name, path).is_none() {
+            trace.near_misses = gateway.routes().near_misses(&method, host_name, path);
         }
     }
     let mut overrides = Overrides {
@@ -146,19 +139,31 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         .authorize_with(&target, &mut audit, &overrides)
         .await;
     trace.route = (audit.route != "none").then(|| audit.route.to_string());
+    trace.params = std::mem::take(&mut audit.params);
+    trace.condition = audit.condition.map(str::to_string);
     trace.organization.clone_from(&audit.organization);
     trace.subject = audit.principal.as_ref().map(|p| p.subject.clone());
     if let Some(p) = &overrides.principal {
         trace.token_scopes.clone_from(&p.scopes);
-        if let (Some(Some(grants)), true) = (&request.grants, trace.organization.is_some()) {
-            trace.effective_scopes =
-                Some(crate::decide::effective_scopes(grants, gateway.roles(), p));
-        }
+    }
+    trace.effective_scopes = audit
+        .effective
+        .take()
+        .filter(|_| trace.organization.is_some());
+    // A denial stops before the record has effective scopes: compute them for the "why 403".
+    if let (None, Some(p), Some(Some(grants)), true) = (
+        &trace.effective_scopes,
+        &overrides.principal,
+        &request.grants,
+        trace.organization.is_some(),
+    ) {
+        trace.effective_scopes = Some(crate::decide::effective_scopes(grants, gateway.roles(), p));
     }
     if trace.membership.is_none() && trace.organization.is_some() {
-        trace.membership = Some(Value::String(
-            "looked up from the permissions backend".into(),
-        ));
+        trace.membership = Some(Value::String(format!(
+            "looked up from the permissions backend ({})",
+            audit.grants.unwrap_or("not reached")
+        )));
     }
     match result {
         Ok(allowed) => {

@@ -421,6 +421,12 @@ impl Gateway {
         }
         audit.route = &route.name;
         audit.path = Some(path.clone());
+        audit.condition = route.condition.as_ref().map(|c| c.source());
+        audit.params = matched
+            .params
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
         let principal = match &route.access {
             Access::Public => None,
             Access::Scopes(_) => match &overrides.principal {
@@ -458,6 +464,7 @@ impl Gateway {
 
         let membership = match (&organization, &principal, &self.permissions) {
             (Some(_), Some(_), _) if overrides.membership.is_some() => {
+                audit.grants = Some("given");
                 overrides.membership.clone().map(Arc::new)
             }
             (Some(org), Some(p), Some(permissions)) => {
@@ -471,6 +478,7 @@ impl Gateway {
                     crate::permissions::BackendError::Throttled(wait) => Rejection::Throttled(wait),
                     _ => Rejection::PermissionsUnavailable,
                 })?;
+                audit.grants = Some(looked.source.as_str());
                 Some(looked.membership)
             }
             _ => None,
@@ -485,10 +493,11 @@ impl Gateway {
             method: method.as_str(),
             path: &path,
         });
-        let allowed = match decision {
+        let mut allowed = match decision {
             Decision::Allow(a) => a,
             Decision::Deny(denial) => return Err(denial.into()),
         };
+        audit.effective = Some(std::mem::take(&mut allowed.effective));
         let minted = match &principal {
             None => None,
             Some(p) => Some(self.minter.mint(&MintRequest {

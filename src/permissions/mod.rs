@@ -134,8 +134,28 @@ pub struct Permissions {
 #[derive(Debug)]
 pub struct Looked {
     pub membership: Arc<Membership>,
-    /// Served from the stale store because the backend failed.
-    pub stale: bool,
+    pub source: Source,
+}
+
+/// Where an answer came from (for the audit record and `explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The cache, or a concurrent lookup of the same key.
+    Cache,
+    /// This request's own backend call.
+    Backend,
+    /// The stale store, because the backend failed (`on_error: stale`).
+    Stale,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Backend => "backend",
+            Source::Stale => "stale",
+        }
+    }
 }
 
 impl Permissions {
@@ -172,7 +192,7 @@ impl Permissions {
                 .inc();
             return Ok(Looked {
                 membership: entry.membership.clone(),
-                stale: false,
+                source: Source::Cache,
             });
         }
         let mut called = false;
@@ -221,7 +241,11 @@ impl Permissions {
         match result {
             Ok(entry) => Ok(Looked {
                 membership: entry.membership.clone(),
-                stale: false,
+                source: if called {
+                    Source::Backend
+                } else {
+                    Source::Cache
+                },
             }),
             Err(e) if matches!(*e, BackendError::Throttled(_)) => {
                 self.metrics
@@ -248,7 +272,7 @@ impl Permissions {
                         tracing::warn!(organization = %query.organization, error = %e, "permissions backend failed; serving a stale answer");
                         Ok(Looked {
                             membership: entry.membership.clone(),
-                            stale: true,
+                            source: Source::Stale,
                         })
                     }
                     None => Err((*e).clone()),
