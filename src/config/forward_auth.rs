@@ -36,20 +36,12 @@ pub(super) fn forward_auth(
             .collect();
     }
     use crate::forward_auth::Convention;
-    config.convention = match raw.convention.as_deref() {
-        None | Some("nginx") => Some(Convention::Nginx),
-        Some("auto") => None,
-        Some("ingress-nginx") => Some(Convention::IngressNginx),
-        Some("traefik") | Some("caddy") => Some(Convention::Traefik),
-        Some("envoy") => Some(Convention::Envoy),
-        Some(other) => {
-            check.error(
-                &[Step::Key("forward_auth"), Step::Key("convention")],
-                format!("`{other}` is not a forward-auth convention"),
-                "write `nginx` (the default), `ingress-nginx`, `traefik` (also Caddy), `envoy`, or `auto` to detect it per request",
-            );
-            None
-        }
+    config.convention = match raw.convention {
+        None | Some(raw::Convention::Nginx) => Some(Convention::Nginx),
+        Some(raw::Convention::Auto) => None,
+        Some(raw::Convention::IngressNginx) => Some(Convention::IngressNginx),
+        Some(raw::Convention::Traefik | raw::Convention::Caddy) => Some(Convention::Traefik),
+        Some(raw::Convention::Envoy) => Some(Convention::Envoy),
     };
     if let Some(prefix) = &raw.envoy_prefix {
         if !prefix.starts_with('/')

@@ -314,18 +314,10 @@ fn from_parsed(
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
     let requests = requests(&mut check, raw.requests.as_ref());
     let log = LogConfig {
-        json: match raw.log.as_ref().and_then(|l| l.format.as_deref()) {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => {
-                check.error(
-                    &[Step::Key("log"), Step::Key("format")],
-                    format!("`{other}` is not a log format"),
-                    "write `text` or `json`",
-                );
-                false
-            }
-        },
+        json: matches!(
+            raw.log.as_ref().and_then(|l| l.format),
+            Some(raw::LogFormat::Json)
+        ),
         level: raw
             .log
             .as_ref()

@@ -59,7 +59,7 @@ pub(crate) struct Requests {
 pub(crate) struct Log {
     /// `text` (default) or `json`.
     #[serde(default)]
-    pub(crate) format: Option<String>,
+    pub(crate) format: Option<LogFormat>,
     /// A tracing filter such as `info` or `scopegate=debug`; `RUST_LOG` overrides it.
     #[serde(default)]
     pub(crate) level: Option<String>,
@@ -99,7 +99,7 @@ pub(crate) struct ForwardAuth {
     pub(crate) envoy_prefix: Option<String>,
     /// `nginx` (default), `ingress-nginx`, `traefik` (also Caddy), `envoy`, or `auto`.
     #[serde(default)]
-    pub(crate) convention: Option<String>,
+    pub(crate) convention: Option<Convention>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -166,6 +166,26 @@ pub(crate) struct MissBudget {
     /// Misses in flight at once per caller (default 8).
     #[serde(default)]
     pub(crate) concurrency: Option<usize>,
+}
+
+/// How an ingress describes the original request to the forward-auth listener.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Convention {
+    Nginx,
+    IngressNginx,
+    Traefik,
+    Caddy,
+    Envoy,
+    Auto,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
