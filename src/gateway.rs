@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::audit::Audit;
-use crate::config::Config;
+use crate::config::{Config, defaults};
 use crate::decide::{Decision, Input, decide};
 use crate::exchange::ExchangeConfig;
 use crate::forward_auth::ForwardAuthConfig;
@@ -577,12 +577,12 @@ fn own_issuer(config: &Config) -> IssuerConfig {
         keys: KeysSource::Local,
         algorithms,
         audiences,
-        leeway: Duration::from_secs(30),
+        leeway: defaults::LEEWAY,
         scopes_claim: "scope".into(),
         scopes_format: ScopesFormat::Space,
         typ: Some("at+jwt".into()),
         refresh_interval: Duration::from_secs(3600),
-        unknown_kid_cooldown: Duration::from_secs(30),
+        unknown_kid_cooldown: defaults::UNKNOWN_KID_COOLDOWN,
         fetch_timeout: Duration::from_secs(1),
         combine: Combine::Intersect,
         // scopegate's own tokens live as long as the longest exchange rule allows.
@@ -592,7 +592,7 @@ fn own_issuer(config: &Config) -> IssuerConfig {
             .flat_map(|e| e.rules.iter().map(|r| r.max_ttl))
             .max()
             .unwrap_or_default()
-            .max(Duration::from_secs(24 * 3600))
+            .max(defaults::MAX_TOKEN_AGE)
             + Duration::from_secs(60),
     }
 }

@@ -42,7 +42,7 @@ pub(super) fn exchange_clients(
         }
     }
     let max_auth_failures = match raw.max_auth_failures_per_minute {
-        None => 10,
+        None => defaults::MAX_AUTH_FAILURES_PER_MINUTE,
         Some(n) if (1..=10_000).contains(&n) => n,
         Some(n) => {
             check.error(
@@ -56,7 +56,11 @@ pub(super) fn exchange_clients(
             10
         }
     };
-    (clients, raw.max_act_depth.unwrap_or(2), max_auth_failures)
+    (
+        clients,
+        raw.max_act_depth.unwrap_or(defaults::MAX_ACT_DEPTH),
+        max_auth_failures,
+    )
 }
 
 pub(super) fn exchange_rule(
@@ -112,9 +116,9 @@ pub(super) fn exchange_rule(
     let max_ttl = check.duration(
         &at("max_ttl"),
         Some(&raw.max_ttl),
-        Duration::from_secs(3600),
+        defaults::EXCHANGE_MAX_TTL,
     );
-    if max_ttl.is_zero() || max_ttl > Duration::from_secs(30 * 24 * 3600) {
+    if max_ttl.is_zero() || max_ttl > defaults::EXCHANGE_TTL_BOUND {
         check.error(
             &at("max_ttl"),
             "`max_ttl` must be between 1s and 30 days",

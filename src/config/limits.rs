@@ -64,22 +64,26 @@ pub(super) fn limits(check: &mut Check<'_>, raw: &raw::Limits) -> Limits {
     let header_read_timeout = timeout(
         "header_read_timeout",
         raw.header_read_timeout.as_deref(),
-        Duration::from_secs(10),
+        defaults::HEADER_READ_TIMEOUT,
     );
     let idle_timeout = timeout(
         "idle_timeout",
         raw.idle_timeout.as_deref(),
-        Duration::from_secs(60),
+        defaults::IDLE_TIMEOUT,
     );
     let body_read_timeout = timeout(
         "body_read_timeout",
         raw.body_read_timeout.as_deref(),
-        Duration::from_secs(30),
+        defaults::BODY_READ_TIMEOUT,
     );
     Limits {
-        max_token_bytes: raw.max_token_bytes.unwrap_or(8 * 1024),
-        token_cache_entries: raw.token_cache_entries.unwrap_or(10_000),
-        mint_cache_entries: raw.mint_cache_entries.unwrap_or(10_000),
+        max_token_bytes: raw.max_token_bytes.unwrap_or(defaults::MAX_TOKEN_BYTES),
+        token_cache_entries: raw
+            .token_cache_entries
+            .unwrap_or(defaults::TOKEN_CACHE_ENTRIES),
+        mint_cache_entries: raw
+            .mint_cache_entries
+            .unwrap_or(defaults::MINT_CACHE_ENTRIES),
         max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
         max_connections,
         max_connections_per_peer,
@@ -89,7 +93,7 @@ pub(super) fn limits(check: &mut Check<'_>, raw: &raw::Limits) -> Limits {
         shutdown_grace: check.duration(
             &[Step::Key("limits"), Step::Key("shutdown_grace")],
             raw.shutdown_grace.as_deref(),
-            Duration::from_secs(30),
+            defaults::SHUTDOWN_GRACE,
         ),
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: reads `scopegate.yaml` and its policy files, validates everything, and produces
 //! the typed [`Config`] that request-time code uses without re-checking anything.
 
+pub mod defaults;
 mod error;
 mod exchange;
 mod forward_auth;

@@ -17,7 +17,7 @@ pub(super) fn permissions(
     let timeout = check.duration(
         &at("timeout"),
         raw.timeout.as_deref(),
-        Duration::from_secs(2),
+        defaults::PERMISSIONS_TIMEOUT,
     );
     let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url) {
         (Some(files), None) => {
@@ -46,7 +46,12 @@ pub(super) fn permissions(
                 Arc::new(crate::permissions::http::HttpBackend::new(
                     u,
                     timeout,
-                    bounded(check, &at("max_concurrency"), raw.max_concurrency, 64),
+                    bounded(
+                        check,
+                        &at("max_concurrency"),
+                        raw.max_concurrency,
+                        defaults::PERMISSIONS_MAX_CONCURRENCY,
+                    ),
                 ))
             }
             _ => {
@@ -72,25 +77,27 @@ pub(super) fn permissions(
         Some(raw::OnError::Stale) => OnError::Stale(check.duration(
             &at("stale_for"),
             raw.stale_for.as_deref(),
-            Duration::from_secs(300),
+            defaults::STALE_FOR,
         )),
     };
     let cache = CacheConfig {
-        entries: raw.cache_entries.unwrap_or(10_000),
+        entries: raw
+            .cache_entries
+            .unwrap_or(defaults::PERMISSIONS_CACHE_ENTRIES),
         default_ttl: check.duration(
             &at("default_ttl"),
             raw.default_ttl.as_deref(),
-            Duration::from_secs(60),
+            defaults::PERMISSIONS_DEFAULT_TTL,
         ),
         max_ttl: check.duration(
             &at("max_ttl"),
             raw.max_ttl.as_deref(),
-            Duration::from_secs(300),
+            defaults::PERMISSIONS_MAX_TTL,
         ),
         negative_ttl: check.duration(
             &at("negative_ttl"),
             raw.negative_ttl.as_deref(),
-            Duration::from_secs(10),
+            defaults::NEGATIVE_TTL,
         ),
         on_error,
         budget: miss_budget(check, raw.miss_budget.as_ref()),

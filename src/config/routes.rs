@@ -271,7 +271,7 @@ pub(super) fn forward(check: &mut Check<'_>, i: usize, raw: &raw::Forward) -> cr
         Some(raw::ForwardScopes::List(l)) => ForwardScopes::List(l.clone()),
     };
     let ttl = check.duration(&at("ttl"), raw.ttl.as_deref(), defaults.ttl);
-    if ttl.is_zero() || ttl > Duration::from_secs(24 * 3600) {
+    if ttl.is_zero() || ttl > defaults::MAX_FORWARD_TTL {
         check.error(
             &at("ttl"),
             "`ttl` must be between 1s and 24h",

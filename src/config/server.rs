@@ -172,28 +172,24 @@ pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Op
         keys: keys?,
         algorithms,
         audiences: raw.audiences.clone(),
-        leeway: check.duration(
-            &at("leeway"),
-            raw.leeway.as_deref(),
-            Duration::from_secs(30),
-        ),
+        leeway: check.duration(&at("leeway"), raw.leeway.as_deref(), defaults::LEEWAY),
         scopes_claim,
         scopes_format,
         typ: raw.typ.clone(),
         refresh_interval: check.duration(
             &at("refresh_interval"),
             raw.refresh_interval.as_deref(),
-            Duration::from_secs(300),
+            defaults::REFRESH_INTERVAL,
         ),
         unknown_kid_cooldown: check.duration(
             &at("unknown_kid_cooldown"),
             raw.unknown_kid_cooldown.as_deref(),
-            Duration::from_secs(30),
+            defaults::UNKNOWN_KID_COOLDOWN,
         ),
         max_token_age: check.duration(
             &at("max_token_age"),
             raw.max_token_age.as_deref(),
-            Duration::from_secs(24 * 3600),
+            defaults::MAX_TOKEN_AGE,
         ),
         combine: match raw.combine {
             None | Some(raw::Combine::Intersect) => Combine::Intersect,
@@ -202,10 +198,10 @@ pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Op
         fetch_timeout: check.duration(
             &at("fetch_timeout"),
             raw.fetch_timeout.as_deref(),
-            Duration::from_secs(5),
+            defaults::FETCH_TIMEOUT,
         ),
     };
-    if config.leeway > Duration::from_secs(300) {
+    if config.leeway > defaults::MAX_LEEWAY {
         check.error(
             &at("leeway"),
             "`leeway` is over 5 minutes",
@@ -255,15 +251,20 @@ pub(super) fn upstream(
         connect_timeout: check.duration(
             &at("connect_timeout"),
             raw.connect_timeout.as_deref(),
-            Duration::from_secs(5),
+            defaults::CONNECT_TIMEOUT,
         ),
         timeout: check.duration(
             &at("timeout"),
             raw.timeout.as_deref(),
-            Duration::from_secs(30),
+            defaults::UPSTREAM_TIMEOUT,
         ),
         audience: raw.audience.clone().unwrap_or_else(|| name.to_string()),
-        max_concurrency: bounded(check, &at("max_concurrency"), raw.max_concurrency, 1024),
+        max_concurrency: bounded(
+            check,
+            &at("max_concurrency"),
+            raw.max_concurrency,
+            defaults::UPSTREAM_MAX_CONCURRENCY,
+        ),
         folds_case: raw.folds_case,
         folds_trailing_slash: raw.folds_trailing_slash,
     })
