@@ -44,6 +44,30 @@ pub struct IssuerConfig {
     pub max_token_age: Duration,
 }
 
+#[cfg(test)]
+impl IssuerConfig {
+    /// An issuer `https://idp.example.com/` (ES256, audience `api`, space-delimited `scope`,
+    /// `combine: intersect`) for unit tests to adjust with struct update syntax.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            name: "corp".into(),
+            issuer: "https://idp.example.com/".into(),
+            keys: KeysSource::Local,
+            algorithms: vec![Algorithm::ES256],
+            audiences: vec!["api".into()],
+            leeway: Duration::from_secs(30),
+            scopes_claim: "scope".into(),
+            scopes_format: ScopesFormat::Space,
+            typ: None,
+            refresh_interval: Duration::from_secs(300),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+            combine: Combine::Intersect,
+            max_token_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
 pub enum KeysSource {

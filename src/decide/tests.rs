@@ -1,7 +1,6 @@
 //! The decision over hand-built routes, principals and membership answers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -10,7 +9,7 @@ use crate::condition::{Condition, Facts};
 use crate::mint::ForwardScopes;
 use crate::org::OrgSource;
 use crate::permissions::{Grants, Membership};
-use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
+use crate::policy::{Combine, IssuerConfig, Roles};
 use crate::principal::Principal;
 use crate::route::{Access, Route, ScopeRule};
 
@@ -27,20 +26,8 @@ fn object(value: Value) -> Map<String, Value> {
 
 fn issuer(combine: Combine) -> Arc<IssuerConfig> {
     Arc::new(IssuerConfig {
-        name: "corp".into(),
-        issuer: "https://idp.example.com/".into(),
-        keys: KeysSource::Jwks("https://idp.example.com/jwks.json".parse().unwrap()),
-        algorithms: vec![jsonwebtoken::Algorithm::ES256],
-        audiences: vec!["api".into()],
-        leeway: Duration::from_secs(30),
-        scopes_claim: "scope".into(),
-        scopes_format: ScopesFormat::Space,
-        typ: None,
-        refresh_interval: Duration::from_secs(300),
-        unknown_kid_cooldown: Duration::from_secs(30),
-        fetch_timeout: Duration::from_secs(5),
         combine,
-        max_token_age: std::time::Duration::from_secs(24 * 3600),
+        ..IssuerConfig::for_tests()
     })
 }
 

@@ -1,11 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::policy::{Combine, IssuerConfig, KeysSource, ScopesFormat};
+use crate::policy::IssuerConfig;
 use crate::principal::TokenKind;
 
 const SECRET: &str = "a-long-enough-client-secret";
@@ -29,20 +28,9 @@ fn config() -> ExchangeConfig {
 
 fn subject(claims: Value) -> Principal {
     let issuer = Arc::new(IssuerConfig {
-        name: "corp".into(),
         issuer: "https://idp.example".into(),
-        keys: KeysSource::Local,
-        algorithms: vec![Algorithm::ES256],
-        audiences: vec!["api".into()],
-        leeway: Duration::from_secs(30),
-        scopes_claim: "scope".into(),
-        scopes_format: ScopesFormat::Space,
-        typ: None,
-        refresh_interval: Duration::from_secs(300),
-        unknown_kid_cooldown: Duration::from_secs(30),
-        fetch_timeout: Duration::from_secs(1),
-        combine: Combine::Intersect,
         max_token_age: Duration::from_secs(86_400),
+        ..IssuerConfig::for_tests()
     });
     Principal {
         kind: TokenKind::Idp,

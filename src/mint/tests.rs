@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::keys::SigningKey;
-use crate::policy::{Combine, IssuerConfig, KeysSource, ScopesFormat};
+use crate::policy::IssuerConfig;
 use crate::principal::{Principal, TokenKind};
 use crate::token::unix_now;
 
@@ -19,20 +19,9 @@ fn signing() -> Arc<Signing> {
 
 fn caller(claims: Value, expires_in: u64) -> Principal {
     let issuer = Arc::new(IssuerConfig {
-        name: "corp".into(),
         issuer: "https://idp.example".into(),
-        keys: KeysSource::Local,
-        algorithms: vec![Algorithm::ES256],
-        audiences: vec!["api".into()],
-        leeway: Duration::from_secs(30),
-        scopes_claim: "scope".into(),
-        scopes_format: ScopesFormat::Space,
-        typ: None,
-        refresh_interval: Duration::from_secs(300),
-        unknown_kid_cooldown: Duration::from_secs(30),
-        fetch_timeout: Duration::from_secs(1),
-        combine: Combine::Intersect,
         max_token_age: Duration::from_secs(86_400),
+        ..IssuerConfig::for_tests()
     });
     Principal {
         kind: TokenKind::Idp,

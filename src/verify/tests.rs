@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::{AuthError, Principal, TokenKind, bearer, principal, token_hash};
-use crate::policy::{Combine, IssuerConfig, KeysSource, ScopesFormat};
+use crate::policy::{IssuerConfig, KeysSource, ScopesFormat};
 
 fn headers(values: &[&[u8]]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -71,21 +71,12 @@ fn bearer_scheme_is_case_insensitive() {
 
 fn issuer(claim: &str, format: ScopesFormat) -> Arc<IssuerConfig> {
     Arc::new(IssuerConfig {
-        name: "corp".into(),
-        issuer: "https://idp.example.com/".into(),
         keys: KeysSource::Jwks("https://idp.example.com/jwks.json".parse().unwrap()),
-        algorithms: vec![jsonwebtoken::Algorithm::ES256],
-        audiences: vec!["api".into()],
-        leeway: Duration::from_secs(30),
         scopes_claim: claim.into(),
         scopes_format: format,
-        typ: None,
-        refresh_interval: Duration::from_secs(300),
-        unknown_kid_cooldown: Duration::from_secs(30),
-        fetch_timeout: Duration::from_secs(5),
-        combine: Combine::Intersect,
         // The fixtures expire in 2033.
         max_token_age: Duration::from_secs(100 * 365 * 24 * 3600),
+        ..IssuerConfig::for_tests()
     })
 }
 
