@@ -17,7 +17,9 @@ pub struct Audit<'a> {
     /// The verified caller (subject, and its token's `jti` or hash prefix).
     pub principal: Option<Arc<Principal>>,
     pub organization: Option<String>,
-    /// The matched route's path parameters (name, raw value).
+    /// Whether to keep what only `explain` shows (the params): off on the request path.
+    pub detailed: bool,
+    /// The matched route's path parameters (name, raw value), when `detailed`.
     pub params: Vec<(String, String)>,
     /// The matched route's condition, as written.
     pub condition: Option<&'a str>,
@@ -36,6 +38,7 @@ impl Default for Audit<'_> {
             path: None,
             principal: None,
             organization: None,
+            detailed: false,
             params: Vec::new(),
             condition: None,
             grants: None,

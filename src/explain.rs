@@ -134,7 +134,10 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         host: host.as_ref(),
         headers: &request.headers,
     };
-    let mut audit = Audit::default();
+    let mut audit = Audit {
+        detailed: true,
+        ..Audit::default()
+    };
     let result = gateway
         .authorize_with(&target, &mut audit, &overrides)
         .await;

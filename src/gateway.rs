@@ -31,6 +31,7 @@ use crate::reject::Rejection;
 use crate::route::{Access, Route, RouteTable};
 use crate::verify::Verifier;
 
+mod folding;
 mod forward_auth;
 mod token_endpoint;
 
@@ -149,7 +150,9 @@ impl Gateway {
                 config
                     .exchange
                     .as_ref()
-                    .map_or(10, |e| e.max_auth_failures_per_minute),
+                    .map_or(defaults::MAX_AUTH_FAILURES_PER_MINUTE, |e| {
+                        e.max_auth_failures_per_minute
+                    }),
             ),
             exchange: config.exchange,
             forward_auth: config.forward_auth,
@@ -422,11 +425,14 @@ impl Gateway {
         audit.route = &route.name;
         audit.path = Some(path.clone());
         audit.condition = route.condition.as_ref().map(|c| c.source());
-        audit.params = matched
-            .params
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
+        // Only `explain` reads the params: copying them costs every other request.
+        if audit.detailed {
+            audit.params = matched
+                .params
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect();
+        }
         let principal = match &route.access {
             Access::Public => None,
             Access::Scopes(_) => match &overrides.principal {
@@ -518,36 +524,6 @@ impl Gateway {
             minted,
             scopes: allowed.scopes,
         })
-    }
-}
-
-impl Gateway {
-    /// Whether `path`, as the route's upstream folds it (lower-case, no trailing `/`), matches
-    /// another route than `route`: the upstream would then act on that route. A path already
-    /// in folded form is routed alike by both and never refused.
-    fn folds_to_another_route(
-        &self,
-        route: &Arc<Route>,
-        method: &Method,
-        host: Option<&str>,
-        path: &str,
-    ) -> bool {
-        let upstream = &route.upstream;
-        if !upstream.folds_case && !upstream.folds_trailing_slash {
-            return false;
-        }
-        let mut folded = path.to_string();
-        if upstream.folds_case {
-            folded.make_ascii_lowercase();
-        }
-        if upstream.folds_trailing_slash && folded.len() > 1 && folded.ends_with('/') {
-            folded.pop();
-        }
-        folded != path
-            && self
-                .routes
-                .find(method, host, &folded)
-                .is_some_and(|m| !Arc::ptr_eq(m.route, route))
     }
 }
 

@@ -177,6 +177,14 @@ impl IssuerKeys {
         self.current.load_full()
     }
 
+    /// Whether `set` is the key set now in force (a cheap guard load, no reference count).
+    pub fn is_current(&self, set: &Arc<KeySet>) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, set))
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
     }

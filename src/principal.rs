@@ -53,6 +53,28 @@ impl Principal {
     }
 }
 
+#[cfg(test)]
+impl Principal {
+    /// alice of `https://idp.example`, from an IdP token with `claims` and scope `read`, valid
+    /// for `expires_in` seconds: for unit tests to adjust with struct update syntax.
+    pub(crate) fn for_tests(claims: Value, expires_in: u64) -> Self {
+        let issuer = Arc::new(IssuerConfig {
+            issuer: "https://idp.example".into(),
+            ..IssuerConfig::for_tests()
+        });
+        Principal {
+            kind: TokenKind::Idp,
+            origin: issuer.issuer.clone(),
+            issuer,
+            subject: "alice".into(),
+            scopes: vec!["read".into()],
+            claims: claims.as_object().cloned().unwrap_or_default(),
+            expires_at: crate::token::unix_now() + expires_in,
+            token_id: "t".into(),
+        }
+    }
+}
+
 impl Principal {
     /// The caller's client: `azp`, else `client_id`.
     pub fn client_id(&self) -> Option<&str> {

@@ -196,7 +196,11 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         use http_body_util::BodyExt;
         let timeout = self.body_read_timeout;
+        // A request without a body (most GETs) has nothing to stall: no timer for it.
         let mut request = request.map(|body| match max_body {
+            None if hyper::body::Body::is_end_stream(&body) => {
+                body.map_err(Into::into).boxed_unsync()
+            }
             // A stream that outgrows the bound is cut off (the upstream sees an aborted body).
             Some(n) => Stalling::new(
                 http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)),
@@ -367,27 +371,22 @@ fn set_forwarded(headers: &mut HeaderMap, inbound: &Inbound<'_>, host: Option<He
     }
 }
 
+/// `e` and every error below it.
+fn sources(
+    e: &hyper_util::client::legacy::Error,
+) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    let top: &(dyn std::error::Error + 'static) = e;
+    std::iter::successors(Some(top), |s| s.source())
+}
+
 /// Whether `E` is somewhere in `e`'s chain of sources.
 fn caused_by<E: std::error::Error + 'static>(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<E>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    sources(e).any(|s| s.is::<E>())
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
+    sources(e).any(|s| {
+        s.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    })
 }

@@ -101,6 +101,8 @@ pub struct Verifier {
 #[derive(Debug, Clone)]
 struct Verified {
     principal: Arc<Principal>,
+    /// The issuer whose keys checked it, and the set they were then.
+    issuer: Arc<IssuerKeys>,
     keys: Arc<crate::jwks::KeySet>,
 }
 
@@ -164,11 +166,7 @@ impl Verifier {
         let hash = token_hash(token);
         if let Some(hit) = self.cache.get(&hash)
             && hit.principal.expires_at > unix_now()
-            && self
-                .issuers
-                .get(&hit.principal.issuer.issuer)
-                .and_then(|k| k.snapshot())
-                .is_some_and(|current| Arc::ptr_eq(&current, &hit.keys))
+            && hit.issuer.is_current(&hit.keys)
         {
             return Ok(hit.principal);
         }
@@ -221,6 +219,7 @@ impl Verifier {
             hash,
             Verified {
                 principal: principal.clone(),
+                issuer: keys.clone(),
                 keys: set.clone(),
             },
         );

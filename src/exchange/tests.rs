@@ -1,11 +1,8 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::policy::IssuerConfig;
-use crate::principal::TokenKind;
 
 const SECRET: &str = "a-long-enough-client-secret";
 
@@ -27,20 +24,9 @@ fn config() -> ExchangeConfig {
 }
 
 fn subject(claims: Value) -> Principal {
-    let issuer = Arc::new(IssuerConfig {
-        issuer: "https://idp.example".into(),
-        max_token_age: Duration::from_secs(86_400),
-        ..IssuerConfig::for_tests()
-    });
     Principal {
-        kind: TokenKind::Idp,
-        origin: issuer.issuer.clone(),
-        issuer,
-        subject: "alice".into(),
         scopes: vec!["read".into(), "update".into()],
-        claims: claims.as_object().cloned().unwrap_or_default(),
-        expires_at: unix_now() + 300,
-        token_id: "t".into(),
+        ..Principal::for_tests(claims, 300)
     }
 }
 

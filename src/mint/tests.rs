@@ -6,9 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::keys::SigningKey;
-use crate::policy::IssuerConfig;
-use crate::principal::{Principal, TokenKind};
-use crate::token::unix_now;
+use crate::principal::Principal;
 
 fn signing() -> Arc<Signing> {
     Arc::new(Signing {
@@ -18,21 +16,7 @@ fn signing() -> Arc<Signing> {
 }
 
 fn caller(claims: Value, expires_in: u64) -> Principal {
-    let issuer = Arc::new(IssuerConfig {
-        issuer: "https://idp.example".into(),
-        max_token_age: Duration::from_secs(86_400),
-        ..IssuerConfig::for_tests()
-    });
-    Principal {
-        kind: TokenKind::Idp,
-        origin: issuer.issuer.clone(),
-        issuer,
-        subject: "alice".into(),
-        scopes: vec!["read".into()],
-        claims: claims.as_object().cloned().unwrap_or_default(),
-        expires_at: unix_now() + expires_in,
-        token_id: "t".into(),
-    }
+    Principal::for_tests(claims, expires_in)
 }
 
 fn request<'a>(p: &'a Principal, org: Option<&'a str>, scopes: &'a [String]) -> MintRequest<'a> {
