@@ -39,3 +39,4 @@ pub mod state;
 pub mod supervise;
 pub mod token;
 pub mod verify;
+pub mod websocket;

@@ -38,6 +38,12 @@ pub struct Metrics {
     /// Token exchanges by client (`unauthenticated` when the client did not prove itself) and
     /// result (`ok` or the RFC 6749 error code).
     pub token_exchanges: IntCounterVec,
+    /// WebSocket tunnels open now.
+    pub websocket_connections: IntGauge,
+    /// Bytes WebSocket tunnels carried, by direction (`upstream`: client to upstream).
+    pub websocket_bytes: IntCounterVec,
+    /// Closed WebSocket tunnels by reason (`closed`, `idle`, `lifetime`, `shutdown`, `error`).
+    pub websocket_closures: IntCounterVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -87,6 +93,9 @@ impl Metrics {
             config_last_reload: register(&r, IntGauge::new("scopegate_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")),
             limit_rejections: register(&r, IntCounterVec::new(Opts::new("scopegate_limit_rejections_total", "Requests or connections refused by a limit."), &["limit"])),
             token_exchanges: register(&r, IntCounterVec::new(Opts::new("scopegate_token_exchanges_total", "Token exchanges by client and result."), &["client", "result"])),
+            websocket_connections: register(&r, IntGauge::new("scopegate_websocket_connections", "WebSocket connections open now.")),
+            websocket_bytes: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_bytes_total", "Bytes carried by WebSocket connections, by direction (upstream: client to upstream)."), &["direction"])),
+            websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
             registry: r,
         }
     }
