@@ -37,6 +37,8 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Whether `;` path parameters are accepted (refused by default).
     pub matrix_params: bool,
+    /// The bounds of its WebSocket connections; `None`: upgrades are refused.
+    pub websocket: Option<crate::websocket::Bounds>,
 }
 
 #[cfg(test)]
@@ -66,6 +68,7 @@ impl Route {
             forward: Default::default(),
             max_body_bytes: None,
             matrix_params: false,
+            websocket: None,
         }
     }
 }

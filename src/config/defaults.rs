@@ -59,3 +59,9 @@ pub const EXCHANGE_MAX_TTL: Duration = secs(3600);
 pub const EXCHANGE_TTL_BOUND: Duration = secs(30 * 24 * 3600);
 pub const MAX_ACT_DEPTH: usize = 2;
 pub const MAX_AUTH_FAILURES_PER_MINUTE: u32 = 10;
+
+// WebSocket routes.
+/// No byte either way for this long closes a WebSocket connection.
+pub const WEBSOCKET_IDLE_TIMEOUT: Duration = secs(300);
+/// The lifetime of a public route's WebSocket connections (others end with their minted token).
+pub const PUBLIC_WEBSOCKET_MAX_LIFETIME: Duration = secs(3600);

@@ -425,6 +425,55 @@ pub(crate) struct Route {
     /// strip them would route `/admin;/users` to `/admin/users`.
     #[serde(default)]
     pub(crate) matrix_params: bool,
+    /// Accept WebSocket upgrades (`true`, or bounds like `{ idle_timeout: 5m, max_lifetime: 1h }`);
+    /// refused (400) by default.
+    #[serde(default)]
+    pub(crate) websocket: Option<WebSocket>,
+}
+
+/// `true`, `false`, or `{ idle_timeout, max_lifetime }`.
+// Deserialized by hand rather than as an untagged enum, so that a typo in the map is reported
+// as an unknown field at its line instead of "did not match any variant".
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum WebSocket {
+    Enabled(bool),
+    Bounded(WebSocketBounds),
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebSocketBounds {
+    /// No byte either way for this long closes the connection (default 5m).
+    #[serde(default)]
+    pub(crate) idle_timeout: Option<String>,
+    /// The longest a connection stays open; it can only shorten the default, the minted
+    /// token's remaining lifetime (public routes: 1h).
+    #[serde(default)]
+    pub(crate) max_lifetime: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for WebSocket {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = WebSocket;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a map with `idle_timeout` and `max_lifetime`")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<WebSocket, E> {
+                Ok(WebSocket::Enabled(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<WebSocket, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                WebSocketBounds::deserialize(de).map(WebSocket::Bounded)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

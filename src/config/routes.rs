@@ -163,6 +163,25 @@ pub(super) fn route(
         .forward
         .as_ref()
         .map_or_else(crate::mint::Forward::default, |f| forward(check, i, f));
+    let websocket = match &raw.websocket {
+        None | Some(raw::WebSocket::Enabled(false)) => None,
+        Some(w) => {
+            if methods
+                .as_ref()
+                .is_some_and(|ms| !ms.contains(&Method::GET))
+            {
+                check.error(
+                    &at("websocket"),
+                    format!("route `{name}` accepts WebSocket upgrades but not GET"),
+                    "a WebSocket handshake is a GET: add GET to `match.method`, or remove `websocket`",
+                );
+                ok = false;
+            }
+            let bounds = websocket(check, i, w, raw.public);
+            ok &= bounds.is_some();
+            bounds
+        }
+    };
     if let Some(u) = &upstream {
         // Outside `{...}` parameters, the template must already be in the upstream's folded
         // form, or its own requests would be refused as folding onto another route.
@@ -196,6 +215,53 @@ pub(super) fn route(
         forward,
         max_body_bytes: raw.max_body_bytes,
         matrix_params: raw.matrix_params,
+        websocket,
+    })
+}
+
+/// The bounds of an enabled `websocket:` key; `None` (errors reported) when one is invalid.
+pub(super) fn websocket(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::WebSocket,
+    public: bool,
+) -> Option<crate::websocket::Bounds> {
+    let at = |key: &'static str| {
+        [
+            Step::Key("routes"),
+            Step::Index(i),
+            Step::Key("websocket"),
+            Step::Key(key),
+        ]
+    };
+    let given = match raw {
+        raw::WebSocket::Bounded(b) => b,
+        raw::WebSocket::Enabled(_) => &raw::WebSocketBounds::default(),
+    };
+    let errors = check.errors.len();
+    let positive = |check: &mut Check<'_>, key: &'static str, value: Option<&str>| {
+        // An unparsable value is reported by `duration` (and is not zero).
+        let d = value.map(|v| check.duration(&at(key), Some(v), Duration::MAX));
+        if d.is_some_and(|d| d.is_zero()) {
+            check.error(
+                &at(key),
+                format!("`{key}` must be longer than 0s"),
+                "write a duration like `30s`, `5m` or `1h`",
+            );
+        }
+        d
+    };
+    let idle_timeout = positive(check, "idle_timeout", given.idle_timeout.as_deref())
+        .unwrap_or(defaults::WEBSOCKET_IDLE_TIMEOUT);
+    let max_lifetime = positive(check, "max_lifetime", given.max_lifetime.as_deref());
+    // A public route has no token whose expiry would end its connections.
+    let max_lifetime = match (max_lifetime, public) {
+        (None, true) => Some(defaults::PUBLIC_WEBSOCKET_MAX_LIFETIME),
+        (m, _) => m,
+    };
+    (check.errors.len() == errors).then_some(crate::websocket::Bounds {
+        idle_timeout,
+        max_lifetime,
     })
 }
 

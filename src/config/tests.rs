@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::Method;
 
 use super::{Combine, Config, ConfigError, KeysSource, ScopesFormat, Source, from_sources};
+
+mod websocket;
 use crate::route::Access;
 
 /// Lines 1-9 of every server file in these tests; the issuer's remaining keys follow on line 10.

@@ -182,6 +182,14 @@ fn broken_configs_fail_with_file_line_and_hint() {
                 "route `open-by-mistake` has neither `require` nor `public: true`",
             ],
         ),
+        (
+            "websocket-without-get",
+            &[
+                "policies/chat.yaml:6:",
+                "route `chat` accepts WebSocket upgrades but not GET",
+                "hint: a WebSocket handshake is a GET",
+            ],
+        ),
     ];
     let root = repo().join("tests/configs/broken");
     let mut seen = 0;

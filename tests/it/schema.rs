@@ -94,6 +94,19 @@ fn the_schema_is_strict() {
     let typo =
         yaml("routes:\n  - name: x\n    match: { path: /x }\n    upstrem: api\n    require: {}\n");
     assert!(!policy.is_valid(&typo), "an unknown key fails the schema");
+    let route =
+        "routes:\n  - name: x\n    match: { path: /x }\n    upstream: api\n    require: {}\n";
+    for websocket in ["true", "false", "{ idle_timeout: 5m, max_lifetime: 1h }"] {
+        let with = yaml(&format!("{route}    websocket: {websocket}\n"));
+        assert_valid(&policy, &with, websocket);
+    }
+    for wrong in ["{ idle_timout: 5m }", "yes", "[1m]"] {
+        let with = yaml(&format!("{route}    websocket: {wrong}\n"));
+        assert!(
+            !policy.is_valid(&with),
+            "websocket: {wrong} fails the schema"
+        );
+    }
     let server = validator("server");
     assert!(
         !server.is_valid(&yaml("listen: { proxy: 1 }\n")),
