@@ -281,6 +281,7 @@ impl Gateway {
         audit: &mut Audit<'a>,
     ) -> Result<Response<Incoming>, Rejection> {
         let host = crate::host::of_request(parts.version, &parts.uri, &parts.headers)?;
+        let upgrade = crate::websocket::requested(parts.version, &parts.method, &parts.headers)?;
         let target = Target {
             method: &parts.method,
             uri: &parts.uri,
@@ -288,6 +289,12 @@ impl Gateway {
             headers: &parts.headers,
         };
         let allowed = self.authorize(&target, audit).await?;
+        // Bounded by the minted token: a tunnel never outlives the authorization it opened with.
+        let tunnel = match (&allowed.route.websocket, upgrade) {
+            (_, false) => None,
+            (None, true) => return Err(crate::websocket::UpgradeError::NotAllowed.into()),
+            (Some(b), true) => Some(b.tunnel(allowed.minted.as_ref().map(|m| m.expires_at))),
+        };
         self.within_body_limit(allowed.route, &parts.headers)?;
         let decision_header = match &allowed.route.organization {
             Some(crate::org::OrgSource::Header(name)) => Some(name),
@@ -307,9 +314,11 @@ impl Gateway {
             authorization: allowed.minted.as_ref().map(|m| m.authorization.clone()),
             rules: &self.requests,
             decision_header,
+            websocket: tunnel.is_some(),
         };
-        let request = Request::from_parts(parts, body);
-        Ok(self
+        let mut request = Request::from_parts(parts, body);
+        let upgrading = tunnel.map(|t| (crate::websocket::Upgrading::take(&mut request), t));
+        let mut response = self
             .upstreams
             .forward(
                 &allowed.route.upstream,
@@ -318,7 +327,14 @@ impl Gateway {
                 &inbound,
                 allowed.route.max_body_bytes,
             )
-            .await?)
+            .await?;
+        // Any other answer to an upgrade is relayed like any response.
+        if let Some((client, tunnel)) = upgrading
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            crate::websocket::splice(client, &mut response, tunnel, &self.metrics);
+        }
+        Ok(response)
     }
 
     /// A route's body bound, checked against the declared `Content-Length` before anything is

@@ -125,6 +125,8 @@ pub struct Inbound<'a> {
     pub rules: &'a crate::inbound::RequestRules,
     /// The request header the decision read the organization from, if any.
     pub decision_header: Option<&'a HeaderName>,
+    /// An allowed WebSocket upgrade: its `Upgrade` and `Connection` are forwarded, not stripped.
+    pub websocket: bool,
 }
 
 /// What goes upstream: the client's body, streamed, with the route's size bound when it has one.
@@ -231,6 +233,9 @@ impl Upstreams {
             .and_then(|h| HeaderValue::from_str(h.authority()).ok());
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
+        if inbound.websocket {
+            set_websocket_upgrade(headers);
+        }
         strip_owned(headers);
         inbound
             .rules
@@ -258,9 +263,33 @@ impl Upstreams {
             }
             Ok(Ok(r)) => r,
         };
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switched && !(inbound.websocket && upgrades_to_websocket(response.headers())) {
+            tracing::warn!(upstream = %upstream.name, "upstream switched protocols unasked");
+            return Err(UpstreamError::Unavailable);
+        }
         strip_hop_by_hop(response.headers_mut());
+        if switched {
+            set_websocket_upgrade(response.headers_mut());
+        }
         Ok(response)
     }
+}
+
+/// `Upgrade: websocket` and `Connection: upgrade`, the two hop-by-hop headers a WebSocket
+/// handshake carries on each hop, set again after stripping.
+fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Whether a `101` switches to exactly what was asked for.
+fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none()
 }
 
 fn upstream_uri(

@@ -13,6 +13,7 @@ use crate::normalize::PathError;
 use crate::org::OrgError;
 use crate::proxy::UpstreamError;
 use crate::verify::AuthError;
+use crate::websocket::UpgradeError;
 
 /// Why a request was denied or could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,9 @@ pub enum Rejection {
     /// The request could be read differently upstream (400; 431 for too many headers).
     #[error(transparent)]
     Request(#[from] crate::inbound::RequestError),
+    /// A protocol upgrade other than an allowed WebSocket (400).
+    #[error(transparent)]
+    Upgrade(#[from] crate::websocket::UpgradeError),
     /// The token to forward could not be minted (500; 401 when the caller's token just expired).
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -105,6 +109,7 @@ impl Rejection {
             Rejection::NotMember | Rejection::ConditionFailed => StatusCode::FORBIDDEN,
             Rejection::PermissionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::Upgrade(_) => StatusCode::BAD_REQUEST,
             Rejection::Mint(MintError::Expired) => StatusCode::UNAUTHORIZED,
             Rejection::Mint(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,6 +154,9 @@ impl Rejection {
             Rejection::ConditionFailed => "condition_failed",
             Rejection::PermissionsUnavailable => "permissions_unavailable",
             Rejection::Throttled(_) => "too_many_lookups",
+            Rejection::Upgrade(UpgradeError::Unsupported) => "upgrade_unsupported",
+            Rejection::Upgrade(UpgradeError::Malformed) => "bad_upgrade",
+            Rejection::Upgrade(UpgradeError::NotAllowed) => "upgrade_not_allowed",
             Rejection::Mint(MintError::Expired) => "token_expired",
             Rejection::Mint(_) => "mint_failed",
         }

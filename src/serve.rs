@@ -36,6 +36,7 @@ use crate::config::{Config, Limits};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 pub use crate::state::Shared;
+use crate::websocket::Hold;
 
 mod conn;
 use conn::{Activity, Bounds, Counted, FirstByte, InFlight, Timeouts, drive, first_byte};
@@ -280,9 +281,16 @@ where
             };
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new(opened));
+            let admission = Arc::new(admission);
+            let mut drain = drain.subscribe();
             let service = {
                 let (handler, activity) = (handler.clone(), activity.clone());
-                service_fn(move |req| {
+                let hold = Hold::new(admission.clone(), drain.clone());
+                service_fn(move |mut req: hyper::Request<Incoming>| {
+                    // Only a request that may become a tunnel carries the connection's share.
+                    if req.headers().contains_key(hyper::header::UPGRADE) {
+                        req.extensions_mut().insert(hold.clone());
+                    }
                     let in_flight = InFlight::start(activity.clone());
                     let answer = handler(req, peer);
                     async move {
@@ -293,7 +301,6 @@ where
                 })
             };
             let builder = builder.clone();
-            let mut drain = drain.subscribe();
             let tls = tls.clone();
             let metrics = metrics.clone();
             let count = move |limit: &str| {
@@ -313,7 +320,8 @@ where
                                 FirstByte::TimedOut => return count("header_timeout"),
                             }
                         }
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         drive(conn, &activity, timeouts, &mut drain).await
                     }
                     Some(acceptor) => {
@@ -333,7 +341,8 @@ where
                                 return count("header_timeout");
                             }
                         };
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
                         drive(conn, &activity, timeouts, &mut drain).await
                     }
                 };

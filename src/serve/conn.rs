@@ -143,7 +143,7 @@ pub(super) struct Timeouts {
 /// `GracefulShutdown` cannot be used here: its watcher takes the connection by value, so nothing
 /// else could shut that connection down, and the trait it needs is sealed.
 pub(super) async fn drive<I, S, B>(
-    conn: auto::Connection<'_, I, S, TokioExecutor>,
+    conn: auto::UpgradeableConnection<'_, I, S, TokioExecutor>,
     activity: &Activity,
     timeouts: Option<Timeouts>,
     drain: &mut watch::Receiver<()>,

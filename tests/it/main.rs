@@ -32,3 +32,4 @@ mod scenarios;
 mod schema;
 mod tls;
 mod trust;
+mod websocket;
