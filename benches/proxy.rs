@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -25,6 +26,8 @@ use scopegate::dev_issuer::DevIssuer;
 use scopegate::serve::Running;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const AUDIENCE: &str = "scopegate-bench";
 const KID: &str = "bench";
@@ -39,11 +42,17 @@ routes:
     match: { method: GET, path: "/orgs/{org}/builds" }
     upstream: echo
     require: { scopes: [read:builds] }
+  - name: ws
+    match: { method: GET, path: /ws }
+    upstream: wsecho
+    require: { scopes: [read:builds] }
+    websocket: true
 "#;
 
 /// Everything the load runs need; dropping it stops the servers.
 struct Servers {
     echo: SocketAddr,
+    ws_echo: SocketAddr,
     gateway: Running,
     token: String,
     _issuer: DevIssuer,
@@ -59,13 +68,6 @@ struct Load {
 }
 
 fn main() -> ExitCode {
-    if !wrk_available() {
-        println!(
-            "proxy bench skipped: `wrk` is not on PATH.\n\
-             Install it (Debian/Ubuntu: `apt-get install -y wrk`) and run `cargo bench --bench proxy` again."
-        );
-        return ExitCode::SUCCESS;
-    }
     let seconds = match std::env::var("BENCH_SECONDS") {
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(s) if s > 0 => s,
@@ -89,6 +91,31 @@ fn main() -> ExitCode {
     if let Err(e) = runtime.block_on(preflight(&servers, &gateway_url)) {
         eprintln!("proxy bench aborted: {e}");
         return ExitCode::FAILURE;
+    }
+    // WebSocket: one connection, one message echoed at a time (needs no wrk).
+    let ws = [servers.ws_echo, servers.gateway.proxy_addr].map(|a| format!("ws://{a}/ws"));
+    match runtime.block_on(async {
+        Ok::<_, String>((
+            ws_rate(&ws[0], &servers.token).await?,
+            ws_rate(&ws[1], &servers.token).await?,
+        ))
+    }) {
+        Ok((direct, gateway)) => println!(
+            "websocket echo, {WS_MESSAGES} round trips: direct {direct:.0} msg/s, gateway {gateway:.0} msg/s, ratio {:.2}",
+            gateway / direct
+        ),
+        Err(e) => {
+            eprintln!("proxy bench aborted in the WebSocket row: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if !wrk_available() {
+        println!(
+            "proxy bench skipped: `wrk` is not on PATH.\n\
+             Install it (Debian/Ubuntu: `apt-get install -y wrk`) and run `cargo bench --bench proxy` again."
+        );
+        drop(servers);
+        return ExitCode::SUCCESS;
     }
 
     let auth = format!("Authorization: Bearer {}", servers.token);
@@ -189,6 +216,7 @@ async fn start_servers() -> Servers {
     let echo = scopegate::echo::start(SocketAddr::from(([127, 0, 0, 1], 0)), stopped)
         .await
         .expect("start the echo upstream");
+    let ws_echo = start_ws_echo().await;
     let server = Source {
         path: PathBuf::from("<bench>/scopegate.yaml"),
         text: format!(
@@ -196,7 +224,7 @@ async fn start_servers() -> Servers {
              policies: [policy.yaml]\n\
              signing: {{ issuer: \"http://127.0.0.1\", keys: [{{ kid: bench, generate: true }}] }}\n\
              issuers:\n  bench:\n    issuer: {url}\n    jwks_url: {jwks}\n    algorithms: [ES256]\n    audiences: [{AUDIENCE}]\n\
-             upstreams:\n  echo:\n    url: http://{echo}\n",
+             upstreams:\n  echo:\n    url: http://{echo}\n  wsecho:\n    url: http://{ws_echo}\n",
             url = issuer.url,
             jwks = issuer.jwks_url(),
         ),
@@ -221,11 +249,56 @@ async fn start_servers() -> Servers {
     let token = issuer.sign(KID, &claims).expect("sign the bench token");
     Servers {
         echo,
+        ws_echo,
         gateway,
         token,
         _issuer: issuer,
         _stop: stop,
     }
+}
+
+const WS_MESSAGES: u32 = 5_000;
+
+/// A tokio-tungstenite echo server: the WebSocket upstream, and its direct baseline.
+async fn start_ws_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let (sink, stream) = ws.split();
+                let data = |m: &Message| std::future::ready(m.is_text() || m.is_binary());
+                let _ = stream.try_filter(data).forward(sink).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Round trips per second of `WS_MESSAGES` messages echoed one at a time over one connection.
+async fn ws_rate(url: &str, token: &str) -> Result<f64, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    let bearer = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
+    request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let started = std::time::Instant::now();
+    for i in 0..WS_MESSAGES {
+        ws.send(Message::text(format!("message {i}")))
+            .await
+            .map_err(|e| e.to_string())?;
+        ws.next()
+            .await
+            .ok_or("closed early")?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(f64::from(WS_MESSAGES) / started.elapsed().as_secs_f64())
 }
 
 /// The gateway must be ready, answer 200 for the token (with the echo's body), and 401 without.
