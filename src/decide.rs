@@ -8,11 +8,8 @@ mod tests;
 use serde_json::{Map, Value};
 
 use crate::condition::Facts;
-use crate::mint::ForwardScopes;
-use crate::permissions::{Grants, Membership};
-use crate::policy::{Combine, Roles};
+use crate::policy::{Access, Combine, ForwardScopes, Grants, Membership, Roles, Route, ScopeRule};
 use crate::principal::Principal;
-use crate::route::{Access, Route, ScopeRule};
 
 /// What to do with a request.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value};
 
-use crate::permissions::Grants;
+use crate::policy::Grants;
 
 /// A request to explain.
 #[derive(Debug, Clone)]

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::mint::Signing;
 use crate::principal::Principal;
+use crate::signing::Signing;
 use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth, unix_now};
 
 /// The token type scopegate issues.

@@ -13,7 +13,7 @@ use crate::audit::Audit;
 use crate::described::{Described, PolicyTest, with_default_claims};
 use crate::gateway::{Gateway, Overrides, Target};
 use crate::host::Host;
-use crate::permissions::Membership;
+use crate::policy::Membership;
 
 /// Every step of one decision.
 #[derive(Debug, Serialize)]

@@ -24,11 +24,12 @@ use crate::jwks::{IssuerKeys, KeySet};
 use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
+use crate::policy::{Access, Route};
 use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::principal::{Principal, TokenKind};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
-use crate::route::{Access, Route, RouteTable};
+use crate::route::RouteTable;
 use crate::verify::Verifier;
 
 mod folding;
@@ -44,7 +45,7 @@ pub struct Overrides {
     /// The caller, instead of verifying the request's token.
     pub principal: Option<Arc<Principal>>,
     /// The backend's answer, instead of asking it.
-    pub membership: Option<crate::permissions::Membership>,
+    pub membership: Option<crate::policy::Membership>,
 }
 
 /// The request being decided, however it arrived (proxied, or described by an ingress).
@@ -290,7 +291,7 @@ impl Gateway {
         let allowed = self.authorize(&target, audit).await?;
         self.within_body_limit(allowed.route, &parts.headers)?;
         let decision_header = match &allowed.route.organization {
-            Some(crate::org::OrgSource::Header(name)) => Some(name),
+            Some(crate::policy::OrgSource::Header(name)) => Some(name),
             _ => None,
         };
         if decision_header.is_some_and(|h| crate::proxy::connection_names(&parts.headers, h)) {

@@ -35,6 +35,7 @@ pub mod reject;
 pub mod reload;
 pub mod route;
 pub mod serve;
+pub mod signing;
 pub mod state;
 pub mod supervise;
 pub mod token;

@@ -15,76 +15,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::policy::UpstreamConfig;
-
-/// One validated route.
-#[derive(Debug)]
-pub struct Route {
-    pub name: String,
-    /// `None` matches any method.
-    pub methods: Option<Vec<Method>>,
-    /// Lower-case host without port; `None` matches any host.
-    pub host: Option<String>,
-    /// The path template, in matchit syntax (`/orgs/{org}/builds/{*rest}`).
-    pub path: String,
-    pub upstream: Arc<UpstreamConfig>,
-    pub access: Access,
-    /// Where the organization comes from; `None` for routes that are not per-organization.
-    pub organization: Option<crate::org::OrgSource>,
-    pub condition: Option<crate::condition::Condition>,
-    pub forward: crate::mint::Forward,
-    /// The largest request body forwarded, when bounded.
-    pub max_body_bytes: Option<u64>,
-    /// Whether `;` path parameters are accepted (refused by default).
-    pub matrix_params: bool,
-}
-
-#[cfg(test)]
-impl Route {
-    /// A route to a placeholder upstream (audience `u`), for unit tests to adjust.
-    pub(crate) fn for_tests(name: &str, path: &str, access: Access) -> Self {
-        Route {
-            name: name.into(),
-            methods: None,
-            host: None,
-            path: path.into(),
-            upstream: Arc::new(UpstreamConfig {
-                name: "u".into(),
-                scheme: http::uri::Scheme::HTTP,
-                authority: http::uri::Authority::from_static("127.0.0.1:1"),
-                prefix: String::new(),
-                connect_timeout: std::time::Duration::from_secs(1),
-                timeout: std::time::Duration::from_secs(1),
-                audience: "u".into(),
-                max_concurrency: 8,
-                folds_case: false,
-                folds_trailing_slash: false,
-            }),
-            access,
-            organization: None,
-            condition: None,
-            forward: Default::default(),
-            max_body_bytes: None,
-            matrix_params: false,
-        }
-    }
-}
-
-/// Who may use a route.
-#[derive(Debug)]
-pub enum Access {
-    /// No authentication at all.
-    Public,
-    /// A verified token whose scopes satisfy the rule.
-    Scopes(ScopeRule),
-}
-
-/// Scopes a token must hold: every one of `all`, and at least one of `any` when it is non-empty.
-#[derive(Debug, Clone, Default)]
-pub struct ScopeRule {
-    pub all: Vec<String>,
-    pub any: Vec<String>,
-}
+use crate::policy::Route;
 
 /// A route that matched, with the path parameters it captured (name, raw value).
 #[derive(Debug)]

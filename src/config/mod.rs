@@ -39,7 +39,8 @@ use {
     signing::*,
 };
 
-use crate::route::{Access, Route, RouteTable, ScopeRule};
+use crate::policy::{Access, Route, ScopeRule};
+use crate::route::RouteTable;
 
 /// A whole validated configuration: the server file plus every policy file.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     pub routes: RouteTable,
     pub limits: Limits,
-    pub signing: Arc<crate::mint::Signing>,
+    pub signing: Arc<crate::signing::Signing>,
     pub permissions: Option<PermissionsConfig>,
     /// Role name to the scopes it grants, from every policy file.
     pub roles: Roles,

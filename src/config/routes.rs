@@ -162,7 +162,7 @@ pub(super) fn route(
     let forward = raw
         .forward
         .as_ref()
-        .map_or_else(crate::mint::Forward::default, |f| forward(check, i, f));
+        .map_or_else(crate::policy::Forward::default, |f| forward(check, i, f));
     if let Some(u) = &upstream {
         // Outside `{...}` parameters, the template must already be in the upstream's folded
         // form, or its own requests would be refused as folding onto another route.
@@ -205,8 +205,8 @@ pub(super) fn organization(
     name: &str,
     path: &str,
     raw: &raw::Organization,
-) -> Option<crate::org::OrgSource> {
-    use crate::org::OrgSource;
+) -> Option<crate::policy::OrgSource> {
+    use crate::policy::OrgSource;
     let at = [
         Step::Key("routes"),
         Step::Index(i),
@@ -245,8 +245,12 @@ pub(super) fn organization(
     Some(source)
 }
 
-pub(super) fn forward(check: &mut Check<'_>, i: usize, raw: &raw::Forward) -> crate::mint::Forward {
-    use crate::mint::{Forward, ForwardScopes};
+pub(super) fn forward(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::Forward,
+) -> crate::policy::Forward {
+    use crate::policy::{Forward, ForwardScopes};
     let at = |key: &'static str| {
         [
             Step::Key("routes"),

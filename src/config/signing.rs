@@ -10,7 +10,7 @@ pub(super) fn signing(
     check: &mut Check<'_>,
     base: &Path,
     raw: &raw::Signing,
-) -> Option<crate::mint::Signing> {
+) -> Option<crate::signing::Signing> {
     let issuer = raw.issuer.trim_end_matches('/').to_string();
     if !matches!(
         issuer
@@ -93,5 +93,5 @@ pub(super) fn signing(
             Err((message, hint)) => check.error(&at("file"), message, hint),
         }
     }
-    (keys.len() == raw.keys.len()).then_some(crate::mint::Signing { issuer, keys })
+    (keys.len() == raw.keys.len()).then_some(crate::signing::Signing { issuer, keys })
 }

@@ -6,12 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::{Allowed, Decision, Denial, Input, decide, effective_scopes};
 use crate::condition::{Condition, Facts};
-use crate::mint::ForwardScopes;
-use crate::org::OrgSource;
-use crate::permissions::{Grants, Membership};
+use crate::policy::{Access, ForwardScopes, Grants, Membership, OrgSource, Route, ScopeRule};
 use crate::policy::{Combine, IssuerConfig, Roles};
 use crate::principal::Principal;
-use crate::route::{Access, Route, ScopeRule};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()

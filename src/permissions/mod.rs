@@ -14,30 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
 use crate::metrics::Metrics;
-
-/// What a backend grants a member.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub claims: Map<String, Value>,
-}
-
-/// A backend's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Membership {
-    Member(Grants),
-    /// Not a member of the organization.
-    NotMember,
-}
+use crate::policy::{Grants, Membership};
 
 /// An answer with how long the backend says it may be cached (`None`: the default).
 #[derive(Debug, Clone)]
