@@ -230,7 +230,7 @@ async fn start_servers() -> Servers {
 
 /// The gateway must be ready, answer 200 for the token (with the echo's body), and 401 without.
 async fn preflight(servers: &Servers, gateway_url: &str) -> Result<(), String> {
-    if !servers.gateway.gateway().ready() {
+    if !servers.gateway.ready() {
         return Err("the gateway has not loaded the issuer's keys".into());
     }
     let client: Client<HttpConnector, Empty<Bytes>> =

@@ -89,7 +89,7 @@ impl Audit<'_> {
 }
 
 /// A `traceparent` header value, if it has the W3C shape (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn traceparent(headers: &http::HeaderMap) -> Option<&str> {
+pub(crate) fn traceparent(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get("traceparent")?.to_str().ok()?;
     let parts: Vec<&str> = v.split('-').collect();
     let shape = parts.len() == 4

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 /// The variables a condition may use; anything else is a configuration error.
-pub const VARIABLES: &[&str] = &[
+pub(crate) const VARIABLES: &[&str] = &[
     "params", "org", "token", "claims", "scopes", "method", "path",
 ];
 

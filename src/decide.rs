@@ -13,7 +13,7 @@ use crate::principal::Principal;
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     Allow(Allowed),
     Deny(Denial),
 }
@@ -37,7 +37,7 @@ pub enum Denial {
 
 /// What an allowed request carries upstream.
 #[derive(Debug, Default, PartialEq)]
-pub struct Allowed {
+pub(crate) struct Allowed {
     /// The effective scopes in the organization (or the token's, for org-less routes).
     pub effective: Vec<String>,
     /// The scopes the minted token carries (sorted).
@@ -48,7 +48,7 @@ pub struct Allowed {
 
 /// Everything the decision looks at.
 #[derive(Debug)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub route: &'a Route,
     pub roles: &'a Roles,
     /// `None` only for public routes.
@@ -62,7 +62,7 @@ pub struct Input<'a> {
 }
 
 /// Decides one request.
-pub fn decide(input: &Input<'_>) -> Decision {
+pub(crate) fn decide(input: &Input<'_>) -> Decision {
     let route = input.route;
     let rule = match &route.access {
         Access::Public => return Decision::Allow(Allowed::default()),
@@ -135,7 +135,11 @@ pub fn decide(input: &Input<'_>) -> Decision {
 
 /// Scopes granted in the organization (roles mapped through the policy, plus direct scopes),
 /// combined with the token's per the issuer's `combine`. Sorted, without duplicates.
-pub fn effective_scopes(grants: &Grants, roles: &Roles, principal: &Principal) -> Vec<String> {
+pub(crate) fn effective_scopes(
+    grants: &Grants,
+    roles: &Roles,
+    principal: &Principal,
+) -> Vec<String> {
     let granted = grants
         .roles
         .iter()

@@ -23,14 +23,14 @@ use crate::signing::Signing;
 use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth, unix_now};
 
 /// The token type scopegate issues.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The largest form body accepted.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Exchange settings: clients and rules.
 #[derive(Debug)]
-pub struct ExchangeConfig {
+pub(crate) struct ExchangeConfig {
     /// `client_id` to the SHA-256 of its secret.
     pub clients: HashMap<String, [u8; 32]>,
     pub rules: Vec<Rule>,
@@ -43,13 +43,13 @@ pub struct ExchangeConfig {
 /// secret guessing. Counted per address, not per client id: a count per client id would let
 /// anyone lock a real client out.
 #[derive(Debug)]
-pub struct AuthFailures {
+pub(crate) struct AuthFailures {
     limit: u32,
     seen: moka::sync::Cache<std::net::IpAddr, Arc<AtomicU32>>,
 }
 
 impl AuthFailures {
-    pub fn new(limit: u32) -> Self {
+    pub(crate) fn new(limit: u32) -> Self {
         Self {
             limit,
             seen: moka::sync::Cache::builder()
@@ -60,14 +60,14 @@ impl AuthFailures {
     }
 
     /// Whether `peer` has used up its failures for this minute.
-    pub fn blocked(&self, peer: std::net::IpAddr) -> bool {
+    pub(crate) fn blocked(&self, peer: std::net::IpAddr) -> bool {
         self.seen
             .get(&peer)
             .is_some_and(|n| n.load(Ordering::Relaxed) >= self.limit)
     }
 
     /// Counts a failure of `peer`; true when this one reached the limit (log it once).
-    pub fn record(&self, peer: std::net::IpAddr) -> bool {
+    pub(crate) fn record(&self, peer: std::net::IpAddr) -> bool {
         let count = self
             .seen
             .get_with(peer, || Arc::new(AtomicU32::new(0)))
@@ -78,7 +78,7 @@ impl AuthFailures {
 }
 
 /// The answer to an address over its failure budget (429; RFC 6749 has no code for it).
-pub fn too_many_failures() -> Response<Bytes> {
+pub(crate) fn too_many_failures() -> Response<Bytes> {
     let body = json!({
         "error": "invalid_client",
         "error_description": "too many failed client authentications from this address; retry later",
@@ -94,7 +94,7 @@ pub fn too_many_failures() -> Response<Bytes> {
 
 /// Which client may exchange which scopes for which audience, for how long.
 #[derive(Debug)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub name: String,
     pub client: String,
     pub audience: String,
@@ -107,7 +107,7 @@ pub struct Rule {
 }
 
 /// A compiled binding template.
-pub struct Bind {
+pub(crate) struct Bind {
     pub template: String,
     router: matchit::Router<()>,
 }
@@ -119,7 +119,7 @@ impl std::fmt::Debug for Bind {
 }
 
 impl Bind {
-    pub fn new(template: &str) -> Result<Self, String> {
+    pub(crate) fn new(template: &str) -> Result<Self, String> {
         let mut router = matchit::Router::new();
         router.insert(template, ()).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -137,7 +137,7 @@ impl Bind {
 /// audience, a grant type the client sent): it names which check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {description}")]
-pub struct ExchangeError {
+pub(crate) struct ExchangeError {
     pub code: &'static str,
     pub description: String,
 }
@@ -150,7 +150,7 @@ fn err(code: &'static str, description: impl Into<String>) -> ExchangeError {
 }
 
 /// The SHA-256 of a client secret, as stored.
-pub fn secret_hash(secret: &[u8]) -> [u8; 32] {
+pub(crate) fn secret_hash(secret: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref());
     out
@@ -158,12 +158,12 @@ pub fn secret_hash(secret: &[u8]) -> [u8; 32] {
 
 /// The parsed form of a token request.
 #[derive(Debug, Default)]
-pub struct Form {
+pub(crate) struct Form {
     fields: Vec<(String, String)>,
 }
 
 impl Form {
-    pub fn parse(body: &[u8]) -> Self {
+    pub(crate) fn parse(body: &[u8]) -> Self {
         Self {
             fields: form_urlencoded::parse(body).into_owned().collect(),
         }
@@ -189,7 +189,11 @@ impl Form {
 
 impl ExchangeConfig {
     /// Authenticates the client by `client_secret_basic` or `client_secret_post` (one of them).
-    pub fn authenticate(&self, headers: &HeaderMap, form: &Form) -> Result<String, ExchangeError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &Form,
+    ) -> Result<String, ExchangeError> {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -232,12 +236,12 @@ impl ExchangeConfig {
 
     /// Checks a request from `client` for `subject` and returns the claims of the token to issue
     /// (without `iss`, `iat`, `jti`, which the signer adds) and its lifetime.
-    pub fn grant(
+    pub(crate) fn grant(
         &self,
         client: &str,
         subject: &Principal,
         form: &Form,
-    ) -> Result<(Map<String, Value>, Duration), ExchangeError> {
+    ) -> Result<Granted<'_>, ExchangeError> {
         match form.one("requested_token_type")? {
             None | Some(ACCESS_TOKEN_TYPE) => {}
             Some(_) => {
@@ -384,8 +388,21 @@ impl ExchangeConfig {
         if let Some(ms) = methods {
             claims.insert("bound_methods".into(), ms);
         }
-        Ok((claims, lifetime))
+        Ok(Granted {
+            rule: &rule.name,
+            claims,
+            lifetime,
+        })
     }
+}
+
+/// An exchange that a rule allows: the claims to sign and for how long.
+#[derive(Debug)]
+pub(crate) struct Granted<'a> {
+    /// The rule's name, for the log.
+    pub(crate) rule: &'a str,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) lifetime: Duration,
 }
 
 /// The binding of the token to issue. A subject token that is bound (an exchanged token, or an
@@ -429,7 +446,7 @@ fn form_decode(s: &str) -> String {
 }
 
 /// Validates the request's framing: `grant_type` and `subject_token_type`; returns the subject token.
-pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
+pub(crate) fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
     match form.one("grant_type")? {
         Some(GRANT_TYPE) => {}
         Some(_) => {
@@ -461,7 +478,7 @@ pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
 }
 
 /// Signs the granted claims.
-pub fn issue(
+pub(crate) fn issue(
     signing: &Signing,
     claims: Map<String, Value>,
     lifetime: Duration,
@@ -480,7 +497,7 @@ pub fn issue(
 }
 
 /// The JSON answer for a success or an error, never cached.
-pub fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
+pub(crate) fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
     let (status, body, basic) = match result {
         Ok(v) => (StatusCode::OK, v, false),
         Err(e) => {

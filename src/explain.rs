@@ -17,7 +17,7 @@ use crate::policy::Membership;
 
 /// Every step of one decision.
 #[derive(Debug, Serialize)]
-pub struct Trace {
+pub(crate) struct Trace {
     pub method: String,
     pub url: String,
     pub normalized_path: Option<String>,
@@ -43,7 +43,7 @@ pub struct Trace {
 }
 
 /// Explains `request` on `gateway`.
-pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
+pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     let host = request
         .uri
         .host()
@@ -205,7 +205,7 @@ fn payload(token: &str) -> Option<Value> {
 
 impl Trace {
     /// The trace as readable text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!("request        {} {}\n", self.method, self.url);
         out += &format!(
             "path           {}\n",
@@ -275,7 +275,7 @@ impl Trace {
 
 impl PolicyTest {
     /// `None` when the trace meets the expectation, else what differs.
-    pub fn failure(&self, trace: &Trace) -> Option<String> {
+    pub(crate) fn failure(&self, trace: &Trace) -> Option<String> {
         let got_allow = trace.decision == "allow";
         if got_allow != self.allow {
             return Some(format!(
@@ -306,7 +306,7 @@ impl PolicyTest {
 }
 
 /// Runs `tests`; returns one message per failure.
-pub async fn run_tests(gateway: &Gateway, tests: &[PolicyTest]) -> Vec<String> {
+pub(crate) async fn run_tests(gateway: &Gateway, tests: &[PolicyTest]) -> Vec<String> {
     let mut failures = Vec::new();
     for t in tests {
         let trace = explain(gateway, &t.request).await;

@@ -37,7 +37,7 @@ mod forward_auth;
 mod token_endpoint;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
 /// What a simulation supplies instead of the real thing.
 #[derive(Debug, Default)]

@@ -23,7 +23,7 @@ use crate::token::{UPSTREAM_TOKEN_USE, unix_now};
 
 /// One token to mint.
 #[derive(Debug)]
-pub struct MintRequest<'a> {
+pub(crate) struct MintRequest<'a> {
     pub principal: &'a Principal,
     pub organization: Option<&'a str>,
     pub audience: &'a str,
@@ -83,7 +83,7 @@ impl moka::Expiry<Key, Arc<Minted>> for HalfLife {
 }
 
 /// Signs and caches down-scoped tokens.
-pub struct Minter {
+pub(crate) struct Minter {
     signing: Arc<Signing>,
     cache: moka::sync::Cache<Key, Arc<Minted>>,
     metrics: Metrics,
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Minter {
 }
 
 impl Minter {
-    pub fn new(signing: Arc<Signing>, cache_entries: u64, metrics: Metrics) -> Self {
+    pub(crate) fn new(signing: Arc<Signing>, cache_entries: u64, metrics: Metrics) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(cache_entries)
             .expire_after(HalfLife)
@@ -110,12 +110,12 @@ impl Minter {
         }
     }
 
-    pub fn signing(&self) -> &Arc<Signing> {
+    pub(crate) fn signing(&self) -> &Arc<Signing> {
         &self.signing
     }
 
     /// A token for `request`, from the cache while it has half its lifetime left.
-    pub fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
+    pub(crate) fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
         let key_in_use = self.signing.keys.first().ok_or(SignError::NoKey)?;
         let now = unix_now();
         let exp = request
@@ -168,7 +168,7 @@ impl Minter {
     }
 
     /// Entries in the mint cache (after pending maintenance).
-    pub fn cached_tokens(&self) -> u64 {
+    pub(crate) fn cached_tokens(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }

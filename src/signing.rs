@@ -24,7 +24,7 @@ pub enum SignError {
 
 /// scopegate's issuer identity and keys.
 #[derive(Debug)]
-pub struct Signing {
+pub(crate) struct Signing {
     /// `iss` of minted tokens, without a trailing `/`.
     pub issuer: String,
     /// The first key signs; all are published.
@@ -41,22 +41,22 @@ impl Signing {
         after_scheme.find('/').map_or("", |i| &after_scheme[i..])
     }
 
-    pub fn jwks_path(&self) -> String {
+    pub(crate) fn jwks_path(&self) -> String {
         format!("{}/.well-known/jwks.json", self.base_path())
     }
 
-    pub fn token_path(&self) -> String {
+    pub(crate) fn token_path(&self) -> String {
         format!("{}/oauth2/token", self.base_path())
     }
 
-    pub fn discovery_path(&self) -> String {
+    pub(crate) fn discovery_path(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.base_path())
     }
 
     /// Signs `claims` with the active key as an `at+jwt`, after adding `iss`, `iat`, `exp`
     /// (`now` + `lifetime`) and a fresh `jti`: the one signing path of minted and exchanged
     /// tokens. Returns the compact token and its `jti`.
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         mut claims: Map<String, Value>,
         now: u64,
@@ -73,12 +73,12 @@ impl Signing {
     }
 
     /// The JWKS document with every configured key.
-    pub fn jwks(&self) -> Value {
+    pub(crate) fn jwks(&self) -> Value {
         crate::keys::jwks(&self.keys)
     }
 
     /// The OIDC discovery document: what standard JWT authorizers read to trust scopegate.
-    pub fn discovery(&self, token_endpoint: bool) -> Value {
+    pub(crate) fn discovery(&self, token_endpoint: bool) -> Value {
         let mut algs: Vec<&str> = self
             .keys
             .iter()

@@ -73,9 +73,9 @@ impl Gateway {
                     code: "invalid_grant",
                     description: format!("subject token: {e}"),
                 })?;
-            let (claims, lifetime) = exchange.grant(&client, &subject, &form)?;
-            tracing::info!(client = %client, subject_token = %subject.token_id, "token exchanged");
-            issue(self.minter.signing(), claims, lifetime)
+            let granted = exchange.grant(&client, &subject, &form)?;
+            tracing::info!(client = %client, rule = granted.rule, subject_token = %subject.token_id, "token exchanged");
+            issue(self.minter.signing(), granted.claims, granted.lifetime)
         }
         .await;
         let outcome = match &result {

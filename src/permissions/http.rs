@@ -18,7 +18,7 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Permissions from an HTTP API.
 #[derive(Debug)]
-pub struct HttpBackend {
+pub(crate) struct HttpBackend {
     url: http::Uri,
     timeout: Duration,
     slots: tokio::sync::Semaphore,
@@ -38,7 +38,7 @@ struct Body {
 }
 
 impl HttpBackend {
-    pub fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
+    pub(crate) fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(crate::fetch::https_connector(timeout));

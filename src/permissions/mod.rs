@@ -5,9 +5,9 @@
 //! misses for one key share one backend call (moka's `try_get_with`). When the backend fails,
 //! `on_error: stale` serves the last good answer up to `stale_for`, else the request gets 503.
 
-pub mod budget;
-pub mod file;
-pub mod http;
+pub(crate) mod budget;
+pub(crate) mod file;
+pub(crate) mod http;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +48,7 @@ pub enum BackendError {
 }
 
 /// A boxed future, so backends can be chosen at run time.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A source of permissions.
 pub trait Backend: Send + Sync + std::fmt::Debug {
