@@ -25,7 +25,8 @@ pub struct Audit<'a> {
     pub condition: Option<&'a str>,
     /// Where the membership answer came from: `given`, `cache`, `backend` or `stale`.
     pub grants: Option<&'static str>,
-    /// The effective scopes in the organization (or the token's), once the decision allowed.
+    /// The effective scopes in the organization (or the token's), once the decision computed
+    /// them (an allow, or a scope or condition denial).
     pub effective: Option<Vec<String>>,
     /// The token minted for the upstream (named by its `jti`).
     pub minted: Option<Arc<Minted>>,

@@ -15,7 +15,21 @@ use crate::principal::Principal;
 #[derive(Debug)]
 pub(crate) enum Decision {
     Allow(Allowed),
-    Deny(Denial),
+    Deny {
+        denial: Denial,
+        /// The effective scopes, when the decision got as far as computing them (a scope or
+        /// condition denial): what `explain` shows as the "why".
+        effective: Option<Vec<String>>,
+    },
+}
+
+impl Decision {
+    fn deny(denial: Denial) -> Self {
+        Decision::Deny {
+            denial,
+            effective: None,
+        }
+    }
 }
 
 /// Why the decision is no; `reject` maps each to its HTTP answer.
@@ -70,7 +84,7 @@ pub(crate) fn decide(input: &Input<'_>) -> Decision {
     };
     // The pipeline authenticates before deciding; reaching this without a caller fails closed.
     let Some(principal) = input.principal else {
-        return Decision::Deny(Denial::NoCaller);
+        return Decision::deny(Denial::NoCaller);
     };
     let empty = Map::new();
     let (effective, backend_claims) = match (&route.organization, input.membership) {
@@ -80,14 +94,17 @@ pub(crate) fn decide(input: &Input<'_>) -> Decision {
             &grants.claims,
         ),
         (Some(_), Some(Membership::NotMember) | None) => {
-            return Decision::Deny(Denial::NotMember);
+            return Decision::deny(Denial::NotMember);
         }
     };
     let has = |s: &String| effective.binary_search(s).is_ok();
     if !rule.all.iter().all(has) || !(rule.any.is_empty() || rule.any.iter().any(has)) {
-        return Decision::Deny(Denial::InsufficientScope {
-            required: required(rule),
-        });
+        return Decision::Deny {
+            denial: Denial::InsufficientScope {
+                required: required(rule),
+            },
+            effective: Some(effective),
+        };
     }
     if let Some(condition) = &route.condition {
         let facts = Facts {
@@ -99,13 +116,15 @@ pub(crate) fn decide(input: &Input<'_>) -> Decision {
             method: input.method,
             path: input.path,
         };
-        match condition.evaluate(&facts) {
-            Ok(true) => {}
-            Ok(false) => return Decision::Deny(Denial::ConditionFailed),
-            Err(e) => {
-                tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
-                return Decision::Deny(Denial::ConditionFailed);
-            }
+        let holds = condition.evaluate(&facts).unwrap_or_else(|e| {
+            tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
+            false
+        });
+        if !holds {
+            return Decision::Deny {
+                denial: Denial::ConditionFailed,
+                effective: Some(effective),
+            };
         }
     }
     let mut scopes: Vec<String> = match &route.forward.scopes {

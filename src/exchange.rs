@@ -5,8 +5,11 @@
 //! hours later). `act` names the exchanging client, nested when the subject token had one.
 //! Issued tokens are never cached or logged.
 
+mod error;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use error::{ErrorCode, ExchangeError, err};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,7 +83,7 @@ impl AuthFailures {
 /// The answer to an address over its failure budget (429; RFC 6749 has no code for it).
 pub(crate) fn too_many_failures() -> Response<Bytes> {
     let body = json!({
-        "error": "invalid_client",
+        "error": ErrorCode::InvalidClient.as_str(),
         "error_description": "too many failed client authentications from this address; retry later",
     });
     Response::builder()
@@ -133,22 +136,6 @@ impl Bind {
     }
 }
 
-/// An RFC 6749 section 5.2 error. Its description never echoes client input (a scope, an
-/// audience, a grant type the client sent): it names which check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {description}")]
-pub(crate) struct ExchangeError {
-    pub code: &'static str,
-    pub description: String,
-}
-
-fn err(code: &'static str, description: impl Into<String>) -> ExchangeError {
-    ExchangeError {
-        code,
-        description: description.into(),
-    }
-}
-
 /// The SHA-256 of a client secret, as stored.
 pub(crate) fn secret_hash(secret: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -179,7 +166,7 @@ impl Form {
         let first = values.next();
         if values.next().is_some() {
             return Err(err(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("`{name}` is given more than once"),
             ));
         }
@@ -204,7 +191,7 @@ impl ExchangeConfig {
         let (id, secret) = match (basic, form.one("client_secret")?) {
             (Some(_), Some(_)) => {
                 return Err(err(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "use one client authentication method, not two",
                 ));
             }
@@ -245,13 +232,16 @@ impl ExchangeConfig {
         match form.one("requested_token_type")? {
             None | Some(ACCESS_TOKEN_TYPE) => {}
             Some(_) => {
-                return Err(err("invalid_request", "only access tokens can be issued"));
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    "only access tokens can be issued",
+                ));
             }
         }
         let candidates: Vec<&Rule> = self.rules.iter().filter(|r| r.client == client).collect();
         if candidates.is_empty() {
             return Err(err(
-                "unauthorized_client",
+                ErrorCode::UnauthorizedClient,
                 "this client may not exchange tokens",
             ));
         }
@@ -261,42 +251,48 @@ impl ExchangeConfig {
                 .find(|r| r.audience == aud)
                 .ok_or_else(|| {
                     err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         "this client may not obtain tokens for the requested audience",
                     )
                 })?,
             None if candidates.len() == 1 => &candidates[0],
-            None => return Err(err("invalid_target", "name the `audience` of the token")),
+            None => {
+                return Err(err(
+                    ErrorCode::InvalidTarget,
+                    "name the `audience` of the token",
+                ));
+            }
         };
         let requested_binding = match (form.one("resource")?, &rule.bind) {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(err(
-                    "invalid_target",
+                    ErrorCode::InvalidTarget,
                     "this exchange does not bind tokens to a resource",
                 ));
             }
             (None, Some(bind)) => {
                 return Err(err(
-                    "invalid_target",
+                    ErrorCode::InvalidTarget,
                     format!("a `resource` matching `{}` is required", bind.template),
                 ));
             }
             (Some(resource), Some(bind)) => {
                 let uri: http::Uri = resource
                     .parse()
-                    .map_err(|_| err("invalid_target", "`resource` is not a URL"))?;
+                    .map_err(|_| err(ErrorCode::InvalidTarget, "`resource` is not a URL"))?;
                 if uri.scheme().is_none() || uri.query().is_some() {
                     return Err(err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         "`resource` must be an absolute URL without a query",
                     ));
                 }
-                let path = crate::normalize::normalize(uri.path())
-                    .map_err(|e| err("invalid_target", format!("`resource`: {e}")))?;
+                let path = crate::normalize::normalize(uri.path()).map_err(|e| {
+                    err(ErrorCode::InvalidTarget, format!("`resource`: {e}")).caused_by(e)
+                })?;
                 if !bind.matches(&path) {
                     return Err(err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         format!("`resource` does not match `{}`", bind.template),
                     ));
                 }
@@ -318,40 +314,45 @@ impl ExchangeConfig {
                 .collect(),
         };
         if requested.is_empty() {
-            return Err(err("invalid_scope", "no scope to grant"));
+            return Err(err(ErrorCode::InvalidScope, "no scope to grant"));
         }
         if requested.iter().any(|s| !rule.scopes.contains(s)) {
             return Err(err(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "a requested scope may not be exchanged for this audience",
             ));
         }
         if requested.iter().any(|s| !subject.has_scope(s)) {
             return Err(err(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "the subject token does not hold a requested scope",
             ));
         }
         let depth = act_depth(&subject.claims) + 1;
         if depth > self.max_act_depth {
             return Err(err(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 format!(
                     "the delegation chain would be {depth} deep; at most {} is allowed",
                     self.max_act_depth
                 ),
             ));
         }
-        let lifetime =
-            match form.one("expires_in")? {
-                None => rule.max_ttl,
-                Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
-                    err("invalid_request", "`expires_in` is not a number of seconds")
-                })?)
-                .min(rule.max_ttl),
-            };
+        let lifetime = match form.one("expires_in")? {
+            None => rule.max_ttl,
+            Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
+                err(
+                    ErrorCode::InvalidRequest,
+                    "`expires_in` is not a number of seconds",
+                )
+            })?)
+            .min(rule.max_ttl),
+        };
         if lifetime.is_zero() {
-            return Err(err("invalid_request", "`expires_in` must be positive"));
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "`expires_in` must be positive",
+            ));
         }
         let mut scopes = requested;
         scopes.sort_unstable();
@@ -416,7 +417,7 @@ fn inherit_binding(
     match (bound, requested) {
         (None, requested) => Ok(requested),
         (Some(b), Some((_, path))) if path != b => Err(err(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             "the subject token is bound to another resource",
         )),
         (Some(b), requested) => {
@@ -434,7 +435,7 @@ fn inherit_binding(
 }
 
 fn invalid_client() -> ExchangeError {
-    err("invalid_client", "client authentication failed")
+    err(ErrorCode::InvalidClient, "client authentication failed")
 }
 
 /// `application/x-www-form-urlencoded` decoding of one Basic credential part (RFC 6749 2.3.1).
@@ -451,30 +452,35 @@ pub(crate) fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
         Some(GRANT_TYPE) => {}
         Some(_) => {
             return Err(err(
-                "unsupported_grant_type",
+                ErrorCode::UnsupportedGrantType,
                 "this grant type is not supported; use token exchange",
             ));
         }
-        None => return Err(err("invalid_request", "`grant_type` is missing")),
+        None => return Err(err(ErrorCode::InvalidRequest, "`grant_type` is missing")),
     }
     match form.one("subject_token_type")? {
         Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
         Some(_) => {
             return Err(err(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "this subject token type is not supported",
             ));
         }
-        None => return Err(err("invalid_request", "`subject_token_type` is missing")),
+        None => {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "`subject_token_type` is missing",
+            ));
+        }
     }
     if form.one("actor_token")?.is_some() {
         return Err(err(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "actor tokens are not supported; the authenticated client is the actor",
         ));
     }
     form.one("subject_token")?
-        .ok_or_else(|| err("invalid_request", "`subject_token` is missing"))
+        .ok_or_else(|| err(ErrorCode::InvalidRequest, "`subject_token` is missing"))
 }
 
 /// Signs the granted claims.
@@ -486,7 +492,7 @@ pub(crate) fn issue(
     let scope = claims.get("scope").cloned().unwrap_or(Value::Null);
     let (token, _jti) = signing
         .sign(claims, unix_now(), lifetime)
-        .map_err(|_| err("server_error", "signing failed"))?;
+        .map_err(|e| err(ErrorCode::ServerError, "signing failed").caused_by(e))?;
     Ok(json!({
         "access_token": token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -500,18 +506,11 @@ pub(crate) fn issue(
 pub(crate) fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
     let (status, body, basic) = match result {
         Ok(v) => (StatusCode::OK, v, false),
-        Err(e) => {
-            let status = if e.code == "invalid_client" {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            (
-                status,
-                json!({"error": e.code, "error_description": e.description}),
-                e.code == "invalid_client",
-            )
-        }
+        Err(e) => (
+            e.code.status(),
+            json!({"error": e.code.as_str(), "error_description": e.description}),
+            e.code == ErrorCode::InvalidClient,
+        ),
     };
     let mut builder = Response::builder()
         .status(status)

@@ -153,15 +153,6 @@ pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         .effective
         .take()
         .filter(|_| trace.organization.is_some());
-    // A denial stops before the record has effective scopes: compute them for the "why 403".
-    if let (None, Some(p), Some(Some(grants)), true) = (
-        &trace.effective_scopes,
-        &overrides.principal,
-        &request.grants,
-        trace.organization.is_some(),
-    ) {
-        trace.effective_scopes = Some(crate::decide::effective_scopes(grants, gateway.roles(), p));
-    }
     if trace.membership.is_none() && trace.organization.is_some() {
         trace.membership = Some(Value::String(format!(
             "looked up from the permissions backend ({})",

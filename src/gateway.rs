@@ -481,7 +481,7 @@ impl Gateway {
                     organization: org.clone(),
                     client_id: p.client_id().map(str::to_string),
                 };
-                let looked = permissions.lookup(&query).await.map_err(|e| match e {
+                let looked = permissions.lookup(&query).await.map_err(|e| match *e {
                     crate::permissions::BackendError::Throttled(wait) => Rejection::Throttled(wait),
                     _ => Rejection::PermissionsUnavailable,
                 })?;
@@ -502,7 +502,10 @@ impl Gateway {
         });
         let mut allowed = match decision {
             Decision::Allow(a) => a,
-            Decision::Deny(denial) => return Err(denial.into()),
+            Decision::Deny { denial, effective } => {
+                audit.effective = effective;
+                return Err(denial.into());
+            }
         };
         audit.effective = Some(std::mem::take(&mut allowed.effective));
         let minted = match &principal {

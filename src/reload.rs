@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use crate::serve::Shared;
+use crate::state::Shared;
 
 /// What a file looked like: modification time and size (`None` when unreadable).
 type Stamp = Option<(SystemTime, u64)>;

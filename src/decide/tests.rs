@@ -86,13 +86,13 @@ fn input<'a>(
 fn allowed(decision: Decision) -> Allowed {
     match decision {
         Decision::Allow(a) => a,
-        Decision::Deny(r) => panic!("expected allow, got deny: {r:?}"),
+        Decision::Deny { denial, .. } => panic!("expected allow, got deny: {denial:?}"),
     }
 }
 
 fn denied(decision: Decision) -> Denial {
     match decision {
-        Decision::Deny(r) => r,
+        Decision::Deny { denial, .. } => denial,
         Decision::Allow(a) => panic!("expected deny, got allow: {a:?}"),
     }
 }

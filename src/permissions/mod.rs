@@ -34,14 +34,26 @@ pub struct Query {
 }
 
 /// Why the backend could not answer (the request gets 503 unless a stale answer is served).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// No answer in time.
     #[error("the permissions backend timed out")]
     Timeout,
-    /// Connection failure, bad status or bad body.
-    #[error("the permissions backend failed: {0}")]
-    Failed(String),
+    /// The request could not be built (the configured URL is unusable).
+    #[error("the request to the permissions backend could not be built: {0}")]
+    Request(#[source] ::http::Error),
+    /// The backend could not be reached (refused, reset, TLS failure).
+    #[error("the permissions backend could not be reached: {0}")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
+    /// An answer other than 200 (an answer) or 404 (not a member).
+    #[error("the permissions backend answered HTTP {0}")]
+    Status(::http::StatusCode),
+    /// The answer's body could not be read, or is larger than the bound.
+    #[error("the permissions backend's answer is unreadable or too large: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The answer is not the contract's JSON.
+    #[error("the permissions backend's answer is not the expected JSON: {0}")]
+    Json(#[source] serde_json::Error),
     /// The caller is over its budget of cache misses (429): retry after this long.
     #[error("too many lookups of uncached organizations; retry later")]
     Throttled(Duration),
@@ -161,8 +173,9 @@ impl Permissions {
         }
     }
 
-    /// The membership of `query`, from cache or the backend.
-    pub async fn lookup(&self, query: &Query) -> Result<Looked, BackendError> {
+    /// The membership of `query`, from cache or the backend. The error is shared: coalesced
+    /// waiters of one failed call all see it.
+    pub async fn lookup(&self, query: &Query) -> Result<Looked, Arc<BackendError>> {
         if let Some(entry) = self.fresh.get(query).await {
             self.metrics
                 .permissions_lookups
@@ -230,7 +243,7 @@ impl Permissions {
                     .limit_rejections
                     .with_label_values(&["permissions_misses"])
                     .inc();
-                Err((*e).clone())
+                Err(e)
             }
             Err(e) => {
                 if called {
@@ -253,7 +266,7 @@ impl Permissions {
                             source: Source::Stale,
                         })
                     }
-                    None => Err((*e).clone()),
+                    None => Err(e),
                 }
             }
         }
