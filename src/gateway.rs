@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::audit::Audit;

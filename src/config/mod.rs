@@ -39,7 +39,6 @@ use {
     signing::*,
 };
 
-use crate::policy::{Access, Route, ScopeRule};
 use crate::route::RouteTable;
 
 /// A whole validated configuration: the server file plus every policy file.

@@ -1,10 +1,14 @@
 //! Routes of the policy files: match, access rule, organization source, condition, forwarding.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::locate::Step;
+use super::{Check, defaults, raw};
+use crate::policy::UpstreamConfig;
+use crate::policy::{Access, Route, ScopeRule};
 
 pub(super) fn route(
     check: &mut Check<'_>,

@@ -1,10 +1,11 @@
 //! scopegate's own issuer identity and signing keys.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::path::Path;
+
+use http::Uri;
+
+use super::locate::Step;
+use super::{Check, raw};
 
 pub(super) fn signing(
     check: &mut Check<'_>,

@@ -1,12 +1,18 @@
 //! Forward-auth mode of the pipeline: read the original request from the trusted ingress,
 //! decide it, and answer 200 with the minted token and identity headers, never forwarding.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a part of the gateway, written against its imports"
-)]
-use super::*;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{Authorized, Gateway, Target};
+use crate::audit::Audit;
 use crate::mint::MintError;
+use crate::reject::Rejection;
 
 impl Gateway {
     /// Handles one request on the forward-auth listener: decide, never forward.

@@ -1,11 +1,15 @@
 //! The token endpoint of the pipeline: `POST <issuer>/oauth2/token` (RFC 8693), with the
 //! per-address limit on failed client authentication.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a part of the gateway, written against its imports"
-)]
-use super::*;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::Gateway;
+use crate::exchange::ExchangeConfig;
 
 impl Gateway {
     /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
