@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::principal::Principal;
 use crate::signing::Signing;
-use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth, unix_now};
+use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth};
 
 /// The token type scopegate issues.
 pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -488,10 +488,11 @@ pub(crate) fn issue(
     signing: &Signing,
     claims: Map<String, Value>,
     lifetime: Duration,
+    now: u64,
 ) -> Result<Value, ExchangeError> {
     let scope = claims.get("scope").cloned().unwrap_or(Value::Null);
     let (token, _jti) = signing
-        .sign(claims, unix_now(), lifetime)
+        .sign(claims, now, lifetime)
         .map_err(|e| err(ErrorCode::ServerError, "signing failed").caused_by(e))?;
     Ok(json!({
         "access_token": token,

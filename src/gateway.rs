@@ -92,6 +92,8 @@ pub struct Gateway {
     /// scopegate's own issuer endpoints on the proxy listener, computed once: every request is
     /// compared against them.
     own_paths: OwnPaths,
+    /// The time token decisions read (the system clock outside tests).
+    clock: crate::token::Clock,
 }
 
 /// The request paths of scopegate's issuer documents and token endpoint.
@@ -121,6 +123,7 @@ impl Gateway {
             &config.limits,
             &config.signing.issuer,
             max_act_depth,
+            config.clock.clone(),
         );
         let upstreams = Upstreams::new(
             config.upstreams.values(),
@@ -139,6 +142,7 @@ impl Gateway {
             config.signing,
             config.limits.mint_cache_entries,
             metrics.clone(),
+            config.clock.clone(),
         );
         Self {
             routes: config.routes,
@@ -161,6 +165,7 @@ impl Gateway {
             metrics,
             issuers,
             own_paths,
+            clock: config.clock,
         }
     }
 

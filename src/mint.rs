@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::signing::{SignError, Signing};
-use crate::token::{UPSTREAM_TOKEN_USE, unix_now};
+use crate::token::{Clock, UPSTREAM_TOKEN_USE};
 
 /// One token to mint.
 #[derive(Debug)]
@@ -87,6 +87,7 @@ pub(crate) struct Minter {
     signing: Arc<Signing>,
     cache: moka::sync::Cache<Key, Arc<Minted>>,
     metrics: Metrics,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Minter {
@@ -98,7 +99,12 @@ impl std::fmt::Debug for Minter {
 }
 
 impl Minter {
-    pub(crate) fn new(signing: Arc<Signing>, cache_entries: u64, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        signing: Arc<Signing>,
+        cache_entries: u64,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(cache_entries)
             .expire_after(HalfLife)
@@ -107,6 +113,7 @@ impl Minter {
             signing,
             cache,
             metrics,
+            clock,
         }
     }
 
@@ -117,7 +124,7 @@ impl Minter {
     /// A token for `request`, from the cache while it has half its lifetime left.
     pub(crate) fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
         let key_in_use = self.signing.keys.first().ok_or(SignError::NoKey)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let exp = request
             .principal
             .expires_at

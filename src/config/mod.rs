@@ -62,6 +62,8 @@ pub struct Config {
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
     pub(crate) log: LogConfig,
+    /// The time source of token decisions: the system clock, unless a test moves it.
+    pub clock: crate::token::Clock,
     /// Policy tests from every policy file, run by `scopegate check`.
     pub(crate) tests: Vec<crate::described::PolicyTest>,
 }
@@ -495,6 +497,7 @@ fn from_parsed(
             forward_auth,
             requests,
             watched: Vec::new(),
+            clock: crate::token::Clock::default(),
             log,
             tests: policy_tests,
         }),

@@ -73,7 +73,12 @@ impl Gateway {
                 })?;
             let granted = exchange.grant(&client, &subject, &form)?;
             tracing::info!(client = %client, rule = granted.rule, subject_token = %subject.token_id, "token exchanged");
-            issue(self.minter.signing(), granted.claims, granted.lifetime)
+            issue(
+                self.minter.signing(),
+                granted.claims,
+                granted.lifetime,
+                self.clock.now(),
+            )
         }
         .await;
         let outcome = match &result {
