@@ -303,7 +303,7 @@ async fn ws_rate(url: &str, token: &str) -> Result<f64, String> {
 
 /// The gateway must be ready, answer 200 for the token (with the echo's body), and 401 without.
 async fn preflight(servers: &Servers, gateway_url: &str) -> Result<(), String> {
-    if !servers.gateway.gateway().ready() {
+    if !servers.gateway.ready() {
         return Err("the gateway has not loaded the issuer's keys".into());
     }
     let client: Client<HttpConnector, Empty<Bytes>> =

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use scopegate::config::{Combine, IssuerConfig, KeysSource, ScopesFormat};
 use scopegate::forward_auth::{Convention, ForwardAuthConfig, Original};
 use scopegate::host::Host;
-use scopegate::org::OrgSource;
+use scopegate::policy::OrgSource;
 use serde_json::Value;
 
 /// `normalize`: the input (lossy UTF-8) is a request path. Never panics; the output is a fixed

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use crate::state::Shared;
 
 /// Answers one admin request.
-pub fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if shared.ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),

@@ -25,7 +25,8 @@ pub struct Audit<'a> {
     pub condition: Option<&'a str>,
     /// Where the membership answer came from: `given`, `cache`, `backend` or `stale`.
     pub grants: Option<&'static str>,
-    /// The effective scopes in the organization (or the token's), once the decision allowed.
+    /// The effective scopes in the organization (or the token's), once the decision computed
+    /// them (an allow, or a scope or condition denial).
     pub effective: Option<Vec<String>>,
     /// The token minted for the upstream (named by its `jti`).
     pub minted: Option<Arc<Minted>>,
@@ -89,7 +90,7 @@ impl Audit<'_> {
 }
 
 /// A `traceparent` header value, if it has the W3C shape (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn traceparent(headers: &http::HeaderMap) -> Option<&str> {
+pub(crate) fn traceparent(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get("traceparent")?.to_str().ok()?;
     let parts: Vec<&str> = v.split('-').collect();
     let shape = parts.len() == 4

@@ -11,9 +11,32 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 /// The variables a condition may use; anything else is a configuration error.
-pub const VARIABLES: &[&str] = &[
+pub(crate) const VARIABLES: &[&str] = &[
     "params", "org", "token", "claims", "scopes", "method", "path",
 ];
+
+/// Why a condition does not compile (a configuration error) or cannot be evaluated (a deny).
+#[derive(Debug, thiserror::Error)]
+pub enum ConditionError {
+    /// Not a CEL expression.
+    #[error("{0}")]
+    Parse(#[from] cel::ParseErrors),
+    /// It names variables scopegate does not provide.
+    #[error("unknown variable(s) {}", .0.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))]
+    UnknownVariables(Vec<String>),
+    /// A fact could not become a CEL value.
+    #[error("the variable `{name}` cannot be given to CEL: {source}")]
+    Bind {
+        name: &'static str,
+        source: cel::SerializationError,
+    },
+    /// Evaluation failed (a missing key, a type mismatch).
+    #[error("{0}")]
+    Execution(#[from] cel::ExecutionError),
+    /// The expression returned something other than a boolean.
+    #[error("the condition returned {0}, not a boolean")]
+    NotBoolean(String),
+}
 
 /// A compiled condition.
 #[derive(Clone)]
@@ -42,23 +65,17 @@ pub struct Facts<'a> {
 
 impl Condition {
     /// Compiles `source`, refusing unknown variables.
-    pub fn compile(source: &str) -> Result<Self, String> {
-        let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
-        let references = program.references();
-        let unknown: Vec<&str> = references
+    pub fn compile(source: &str) -> Result<Self, ConditionError> {
+        let program = cel::Program::compile(source)?;
+        let unknown: Vec<String> = program
+            .references()
             .variables()
             .into_iter()
             .filter(|v| !VARIABLES.contains(v))
+            .map(str::to_string)
             .collect();
         if !unknown.is_empty() {
-            return Err(format!(
-                "unknown variable(s) {}",
-                unknown
-                    .iter()
-                    .map(|v| format!("`{v}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(ConditionError::UnknownVariables(unknown));
         }
         Ok(Self {
             source: source.to_string(),
@@ -71,7 +88,7 @@ impl Condition {
     }
 
     /// Evaluates the condition: `Ok(true)` allows; `Ok(false)` or an error denies.
-    pub fn evaluate(&self, facts: &Facts<'_>) -> Result<bool, String> {
+    pub fn evaluate(&self, facts: &Facts<'_>) -> Result<bool, ConditionError> {
         let mut context = cel::Context::default();
         let params: BTreeMap<&str, &str> = facts.params.iter().copied().collect();
         bind(&mut context, "params", &params)?;
@@ -81,20 +98,19 @@ impl Condition {
         bind(&mut context, "scopes", &facts.scopes)?;
         bind(&mut context, "method", &facts.method)?;
         bind(&mut context, "path", &facts.path)?;
-        match self.program.execute(&context) {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("the condition returned {other:?}, not a boolean")),
-            Err(e) => Err(e.to_string()),
+        match self.program.execute(&context)? {
+            cel::Value::Bool(b) => Ok(b),
+            other => Err(ConditionError::NotBoolean(format!("{other:?}"))),
         }
     }
 }
 
 fn bind<T: serde::Serialize>(
     context: &mut cel::Context<'_, '_>,
-    name: &str,
+    name: &'static str,
     value: &T,
-) -> Result<(), String> {
+) -> Result<(), ConditionError> {
     context
-        .add_variable(name.to_string(), value)
-        .map_err(|e| e.to_string())
+        .add_variable(name, value)
+        .map_err(|source| ConditionError::Bind { name, source })
 }

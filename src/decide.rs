@@ -8,17 +8,28 @@ mod tests;
 use serde_json::{Map, Value};
 
 use crate::condition::Facts;
-use crate::mint::ForwardScopes;
-use crate::permissions::{Grants, Membership};
-use crate::policy::{Combine, Roles};
+use crate::policy::{Access, Combine, ForwardScopes, Grants, Membership, Roles, Route, ScopeRule};
 use crate::principal::Principal;
-use crate::route::{Access, Route, ScopeRule};
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     Allow(Allowed),
-    Deny(Denial),
+    Deny {
+        denial: Denial,
+        /// The effective scopes, when the decision got as far as computing them (a scope or
+        /// condition denial): what `explain` shows as the "why".
+        effective: Option<Vec<String>>,
+    },
+}
+
+impl Decision {
+    fn deny(denial: Denial) -> Self {
+        Decision::Deny {
+            denial,
+            effective: None,
+        }
+    }
 }
 
 /// Why the decision is no; `reject` maps each to its HTTP answer.
@@ -40,7 +51,7 @@ pub enum Denial {
 
 /// What an allowed request carries upstream.
 #[derive(Debug, Default, PartialEq)]
-pub struct Allowed {
+pub(crate) struct Allowed {
     /// The effective scopes in the organization (or the token's, for org-less routes).
     pub effective: Vec<String>,
     /// The scopes the minted token carries (sorted).
@@ -51,7 +62,7 @@ pub struct Allowed {
 
 /// Everything the decision looks at.
 #[derive(Debug)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub route: &'a Route,
     pub roles: &'a Roles,
     /// `None` only for public routes.
@@ -65,7 +76,7 @@ pub struct Input<'a> {
 }
 
 /// Decides one request.
-pub fn decide(input: &Input<'_>) -> Decision {
+pub(crate) fn decide(input: &Input<'_>) -> Decision {
     let route = input.route;
     let rule = match &route.access {
         Access::Public => return Decision::Allow(Allowed::default()),
@@ -73,7 +84,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
     };
     // The pipeline authenticates before deciding; reaching this without a caller fails closed.
     let Some(principal) = input.principal else {
-        return Decision::Deny(Denial::NoCaller);
+        return Decision::deny(Denial::NoCaller);
     };
     let empty = Map::new();
     let (effective, backend_claims) = match (&route.organization, input.membership) {
@@ -83,14 +94,17 @@ pub fn decide(input: &Input<'_>) -> Decision {
             &grants.claims,
         ),
         (Some(_), Some(Membership::NotMember) | None) => {
-            return Decision::Deny(Denial::NotMember);
+            return Decision::deny(Denial::NotMember);
         }
     };
     let has = |s: &String| effective.binary_search(s).is_ok();
     if !rule.all.iter().all(has) || !(rule.any.is_empty() || rule.any.iter().any(has)) {
-        return Decision::Deny(Denial::InsufficientScope {
-            required: required(rule),
-        });
+        return Decision::Deny {
+            denial: Denial::InsufficientScope {
+                required: required(rule),
+            },
+            effective: Some(effective),
+        };
     }
     if let Some(condition) = &route.condition {
         let facts = Facts {
@@ -102,13 +116,15 @@ pub fn decide(input: &Input<'_>) -> Decision {
             method: input.method,
             path: input.path,
         };
-        match condition.evaluate(&facts) {
-            Ok(true) => {}
-            Ok(false) => return Decision::Deny(Denial::ConditionFailed),
-            Err(e) => {
-                tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
-                return Decision::Deny(Denial::ConditionFailed);
-            }
+        let holds = condition.evaluate(&facts).unwrap_or_else(|e| {
+            tracing::debug!(route = %route.name, error = %e, "condition failed to evaluate; denying");
+            false
+        });
+        if !holds {
+            return Decision::Deny {
+                denial: Denial::ConditionFailed,
+                effective: Some(effective),
+            };
         }
     }
     let mut scopes: Vec<String> = match &route.forward.scopes {
@@ -138,7 +154,11 @@ pub fn decide(input: &Input<'_>) -> Decision {
 
 /// Scopes granted in the organization (roles mapped through the policy, plus direct scopes),
 /// combined with the token's per the issuer's `combine`. Sorted, without duplicates.
-pub fn effective_scopes(grants: &Grants, roles: &Roles, principal: &Principal) -> Vec<String> {
+pub(crate) fn effective_scopes(
+    grants: &Grants,
+    roles: &Roles,
+    principal: &Principal,
+) -> Vec<String> {
     let granted = grants
         .roles
         .iter()

@@ -5,11 +5,11 @@
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value};
 
-use crate::permissions::Grants;
+use crate::policy::Grants;
 
 /// A request to explain.
 #[derive(Debug, Clone)]
-pub struct Described {
+pub(crate) struct Described {
     pub method: Method,
     /// A path with optional query, or an absolute URL (its host is the request's host).
     pub uri: Uri,
@@ -22,7 +22,7 @@ pub struct Described {
 
 /// Fills what a hand-written set of claims leaves out: `iss` and `aud` of `issuer`,
 /// `sub: test-user`, and an `exp` an hour away.
-pub fn with_default_claims(
+pub(crate) fn with_default_claims(
     mut claims: Map<String, Value>,
     issuer: Option<&crate::policy::IssuerConfig>,
 ) -> Map<String, Value> {
@@ -47,7 +47,7 @@ pub fn with_default_claims(
 
 /// A policy test: a described request and the decision it must get.
 #[derive(Debug, Clone)]
-pub struct PolicyTest {
+pub(crate) struct PolicyTest {
     pub name: String,
     /// Where it is written, for failure messages (`file:line`).
     pub location: String,

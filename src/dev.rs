@@ -13,7 +13,7 @@ use crate::config::{self, Source};
 use crate::dev_issuer::DevIssuer;
 
 /// The policies `dev` runs, compiled in so it works from any folder: (path, text).
-pub const POLICIES: &[(&str, &str)] = &[
+pub(crate) const POLICIES: &[(&str, &str)] = &[
     ("policies/demo.yaml", include_str!("../policies/demo.yaml")),
     (
         "policies/builds.yaml",
@@ -30,7 +30,7 @@ pub const POLICIES: &[(&str, &str)] = &[
 ];
 
 /// The permissions data of the scenario policies: (file name, text).
-pub const DATA: &[(&str, &str)] = &[
+pub(crate) const DATA: &[(&str, &str)] = &[
     ("builds.yaml", include_str!("../policies/data/builds.yaml")),
     (
         "organizations.yaml",
@@ -43,14 +43,14 @@ pub const DATA: &[(&str, &str)] = &[
 ];
 
 /// The development secret of the demo `builds-api` exchange client.
-pub const DEV_CLIENT_SECRET: &str = "dev-builds-api-secret-not-for-production";
+pub(crate) const DEV_CLIENT_SECRET: &str = "dev-builds-api-secret-not-for-production";
 
 /// The audience the demo issuer's tokens carry and the demo gateway accepts.
-pub const DEMO_AUDIENCE: &str = "scopegate-demo";
+pub(crate) const DEMO_AUDIENCE: &str = "scopegate-demo";
 
 /// Why `dev` could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum DevError {
+pub(crate) enum DevError {
     #[error("cannot start a development server: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot generate the development key: {0}")]
@@ -62,7 +62,7 @@ pub enum DevError {
 }
 
 /// Runs until Ctrl-C.
-pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DevError> {
+pub(crate) async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DevError> {
     let (stop, stopped) = watch::channel(false);
     let issuer = DevIssuer::start(stopped.clone()).await?;
     issuer.add_key("dev-1", Algorithm::ES256)?;

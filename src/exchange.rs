@@ -5,8 +5,11 @@
 //! hours later). `act` names the exchanging client, nested when the subject token had one.
 //! Issued tokens are never cached or logged.
 
+mod error;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use error::{ErrorCode, ExchangeError, err};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,19 +21,19 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::mint::Signing;
 use crate::principal::Principal;
-use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth, unix_now};
+use crate::signing::Signing;
+use crate::token::{EXCHANGE_TOKEN_USE, GRANT_TYPE, act_depth};
 
 /// The token type scopegate issues.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The largest form body accepted.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Exchange settings: clients and rules.
 #[derive(Debug)]
-pub struct ExchangeConfig {
+pub(crate) struct ExchangeConfig {
     /// `client_id` to the SHA-256 of its secret.
     pub clients: HashMap<String, [u8; 32]>,
     pub rules: Vec<Rule>,
@@ -43,13 +46,13 @@ pub struct ExchangeConfig {
 /// secret guessing. Counted per address, not per client id: a count per client id would let
 /// anyone lock a real client out.
 #[derive(Debug)]
-pub struct AuthFailures {
+pub(crate) struct AuthFailures {
     limit: u32,
     seen: moka::sync::Cache<std::net::IpAddr, Arc<AtomicU32>>,
 }
 
 impl AuthFailures {
-    pub fn new(limit: u32) -> Self {
+    pub(crate) fn new(limit: u32) -> Self {
         Self {
             limit,
             seen: moka::sync::Cache::builder()
@@ -60,14 +63,14 @@ impl AuthFailures {
     }
 
     /// Whether `peer` has used up its failures for this minute.
-    pub fn blocked(&self, peer: std::net::IpAddr) -> bool {
+    pub(crate) fn blocked(&self, peer: std::net::IpAddr) -> bool {
         self.seen
             .get(&peer)
             .is_some_and(|n| n.load(Ordering::Relaxed) >= self.limit)
     }
 
     /// Counts a failure of `peer`; true when this one reached the limit (log it once).
-    pub fn record(&self, peer: std::net::IpAddr) -> bool {
+    pub(crate) fn record(&self, peer: std::net::IpAddr) -> bool {
         let count = self
             .seen
             .get_with(peer, || Arc::new(AtomicU32::new(0)))
@@ -78,9 +81,9 @@ impl AuthFailures {
 }
 
 /// The answer to an address over its failure budget (429; RFC 6749 has no code for it).
-pub fn too_many_failures() -> Response<Bytes> {
+pub(crate) fn too_many_failures() -> Response<Bytes> {
     let body = json!({
-        "error": "invalid_client",
+        "error": ErrorCode::InvalidClient.as_str(),
         "error_description": "too many failed client authentications from this address; retry later",
     });
     Response::builder()
@@ -94,7 +97,7 @@ pub fn too_many_failures() -> Response<Bytes> {
 
 /// Which client may exchange which scopes for which audience, for how long.
 #[derive(Debug)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub name: String,
     pub client: String,
     pub audience: String,
@@ -107,7 +110,7 @@ pub struct Rule {
 }
 
 /// A compiled binding template.
-pub struct Bind {
+pub(crate) struct Bind {
     pub template: String,
     router: matchit::Router<()>,
 }
@@ -119,7 +122,7 @@ impl std::fmt::Debug for Bind {
 }
 
 impl Bind {
-    pub fn new(template: &str) -> Result<Self, String> {
+    pub(crate) fn new(template: &str) -> Result<Self, String> {
         let mut router = matchit::Router::new();
         router.insert(template, ()).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -133,24 +136,8 @@ impl Bind {
     }
 }
 
-/// An RFC 6749 section 5.2 error. Its description never echoes client input (a scope, an
-/// audience, a grant type the client sent): it names which check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {description}")]
-pub struct ExchangeError {
-    pub code: &'static str,
-    pub description: String,
-}
-
-fn err(code: &'static str, description: impl Into<String>) -> ExchangeError {
-    ExchangeError {
-        code,
-        description: description.into(),
-    }
-}
-
 /// The SHA-256 of a client secret, as stored.
-pub fn secret_hash(secret: &[u8]) -> [u8; 32] {
+pub(crate) fn secret_hash(secret: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref());
     out
@@ -158,12 +145,12 @@ pub fn secret_hash(secret: &[u8]) -> [u8; 32] {
 
 /// The parsed form of a token request.
 #[derive(Debug, Default)]
-pub struct Form {
+pub(crate) struct Form {
     fields: Vec<(String, String)>,
 }
 
 impl Form {
-    pub fn parse(body: &[u8]) -> Self {
+    pub(crate) fn parse(body: &[u8]) -> Self {
         Self {
             fields: form_urlencoded::parse(body).into_owned().collect(),
         }
@@ -179,7 +166,7 @@ impl Form {
         let first = values.next();
         if values.next().is_some() {
             return Err(err(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("`{name}` is given more than once"),
             ));
         }
@@ -189,7 +176,11 @@ impl Form {
 
 impl ExchangeConfig {
     /// Authenticates the client by `client_secret_basic` or `client_secret_post` (one of them).
-    pub fn authenticate(&self, headers: &HeaderMap, form: &Form) -> Result<String, ExchangeError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &Form,
+    ) -> Result<String, ExchangeError> {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -200,7 +191,7 @@ impl ExchangeConfig {
         let (id, secret) = match (basic, form.one("client_secret")?) {
             (Some(_), Some(_)) => {
                 return Err(err(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "use one client authentication method, not two",
                 ));
             }
@@ -232,22 +223,25 @@ impl ExchangeConfig {
 
     /// Checks a request from `client` for `subject` and returns the claims of the token to issue
     /// (without `iss`, `iat`, `jti`, which the signer adds) and its lifetime.
-    pub fn grant(
+    pub(crate) fn grant(
         &self,
         client: &str,
         subject: &Principal,
         form: &Form,
-    ) -> Result<(Map<String, Value>, Duration), ExchangeError> {
+    ) -> Result<Granted<'_>, ExchangeError> {
         match form.one("requested_token_type")? {
             None | Some(ACCESS_TOKEN_TYPE) => {}
             Some(_) => {
-                return Err(err("invalid_request", "only access tokens can be issued"));
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    "only access tokens can be issued",
+                ));
             }
         }
         let candidates: Vec<&Rule> = self.rules.iter().filter(|r| r.client == client).collect();
         if candidates.is_empty() {
             return Err(err(
-                "unauthorized_client",
+                ErrorCode::UnauthorizedClient,
                 "this client may not exchange tokens",
             ));
         }
@@ -257,42 +251,48 @@ impl ExchangeConfig {
                 .find(|r| r.audience == aud)
                 .ok_or_else(|| {
                     err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         "this client may not obtain tokens for the requested audience",
                     )
                 })?,
             None if candidates.len() == 1 => &candidates[0],
-            None => return Err(err("invalid_target", "name the `audience` of the token")),
+            None => {
+                return Err(err(
+                    ErrorCode::InvalidTarget,
+                    "name the `audience` of the token",
+                ));
+            }
         };
         let requested_binding = match (form.one("resource")?, &rule.bind) {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(err(
-                    "invalid_target",
+                    ErrorCode::InvalidTarget,
                     "this exchange does not bind tokens to a resource",
                 ));
             }
             (None, Some(bind)) => {
                 return Err(err(
-                    "invalid_target",
+                    ErrorCode::InvalidTarget,
                     format!("a `resource` matching `{}` is required", bind.template),
                 ));
             }
             (Some(resource), Some(bind)) => {
                 let uri: http::Uri = resource
                     .parse()
-                    .map_err(|_| err("invalid_target", "`resource` is not a URL"))?;
+                    .map_err(|_| err(ErrorCode::InvalidTarget, "`resource` is not a URL"))?;
                 if uri.scheme().is_none() || uri.query().is_some() {
                     return Err(err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         "`resource` must be an absolute URL without a query",
                     ));
                 }
-                let path = crate::normalize::normalize(uri.path())
-                    .map_err(|e| err("invalid_target", format!("`resource`: {e}")))?;
+                let path = crate::normalize::normalize(uri.path()).map_err(|e| {
+                    err(ErrorCode::InvalidTarget, format!("`resource`: {e}")).caused_by(e)
+                })?;
                 if !bind.matches(&path) {
                     return Err(err(
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         format!("`resource` does not match `{}`", bind.template),
                     ));
                 }
@@ -314,40 +314,45 @@ impl ExchangeConfig {
                 .collect(),
         };
         if requested.is_empty() {
-            return Err(err("invalid_scope", "no scope to grant"));
+            return Err(err(ErrorCode::InvalidScope, "no scope to grant"));
         }
         if requested.iter().any(|s| !rule.scopes.contains(s)) {
             return Err(err(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "a requested scope may not be exchanged for this audience",
             ));
         }
         if requested.iter().any(|s| !subject.has_scope(s)) {
             return Err(err(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "the subject token does not hold a requested scope",
             ));
         }
         let depth = act_depth(&subject.claims) + 1;
         if depth > self.max_act_depth {
             return Err(err(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 format!(
                     "the delegation chain would be {depth} deep; at most {} is allowed",
                     self.max_act_depth
                 ),
             ));
         }
-        let lifetime =
-            match form.one("expires_in")? {
-                None => rule.max_ttl,
-                Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
-                    err("invalid_request", "`expires_in` is not a number of seconds")
-                })?)
-                .min(rule.max_ttl),
-            };
+        let lifetime = match form.one("expires_in")? {
+            None => rule.max_ttl,
+            Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
+                err(
+                    ErrorCode::InvalidRequest,
+                    "`expires_in` is not a number of seconds",
+                )
+            })?)
+            .min(rule.max_ttl),
+        };
         if lifetime.is_zero() {
-            return Err(err("invalid_request", "`expires_in` must be positive"));
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "`expires_in` must be positive",
+            ));
         }
         let mut scopes = requested;
         scopes.sort_unstable();
@@ -384,8 +389,21 @@ impl ExchangeConfig {
         if let Some(ms) = methods {
             claims.insert("bound_methods".into(), ms);
         }
-        Ok((claims, lifetime))
+        Ok(Granted {
+            rule: &rule.name,
+            claims,
+            lifetime,
+        })
     }
+}
+
+/// An exchange that a rule allows: the claims to sign and for how long.
+#[derive(Debug)]
+pub(crate) struct Granted<'a> {
+    /// The rule's name, for the log.
+    pub(crate) rule: &'a str,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) lifetime: Duration,
 }
 
 /// The binding of the token to issue. A subject token that is bound (an exchanged token, or an
@@ -399,7 +417,7 @@ fn inherit_binding(
     match (bound, requested) {
         (None, requested) => Ok(requested),
         (Some(b), Some((_, path))) if path != b => Err(err(
-            "invalid_target",
+            ErrorCode::InvalidTarget,
             "the subject token is bound to another resource",
         )),
         (Some(b), requested) => {
@@ -417,7 +435,7 @@ fn inherit_binding(
 }
 
 fn invalid_client() -> ExchangeError {
-    err("invalid_client", "client authentication failed")
+    err(ErrorCode::InvalidClient, "client authentication failed")
 }
 
 /// `application/x-www-form-urlencoded` decoding of one Basic credential part (RFC 6749 2.3.1).
@@ -429,47 +447,53 @@ fn form_decode(s: &str) -> String {
 }
 
 /// Validates the request's framing: `grant_type` and `subject_token_type`; returns the subject token.
-pub fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
+pub(crate) fn subject_token(form: &Form) -> Result<&str, ExchangeError> {
     match form.one("grant_type")? {
         Some(GRANT_TYPE) => {}
         Some(_) => {
             return Err(err(
-                "unsupported_grant_type",
+                ErrorCode::UnsupportedGrantType,
                 "this grant type is not supported; use token exchange",
             ));
         }
-        None => return Err(err("invalid_request", "`grant_type` is missing")),
+        None => return Err(err(ErrorCode::InvalidRequest, "`grant_type` is missing")),
     }
     match form.one("subject_token_type")? {
         Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
         Some(_) => {
             return Err(err(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "this subject token type is not supported",
             ));
         }
-        None => return Err(err("invalid_request", "`subject_token_type` is missing")),
+        None => {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "`subject_token_type` is missing",
+            ));
+        }
     }
     if form.one("actor_token")?.is_some() {
         return Err(err(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "actor tokens are not supported; the authenticated client is the actor",
         ));
     }
     form.one("subject_token")?
-        .ok_or_else(|| err("invalid_request", "`subject_token` is missing"))
+        .ok_or_else(|| err(ErrorCode::InvalidRequest, "`subject_token` is missing"))
 }
 
 /// Signs the granted claims.
-pub fn issue(
+pub(crate) fn issue(
     signing: &Signing,
     claims: Map<String, Value>,
     lifetime: Duration,
+    now: u64,
 ) -> Result<Value, ExchangeError> {
     let scope = claims.get("scope").cloned().unwrap_or(Value::Null);
     let (token, _jti) = signing
-        .sign(claims, unix_now(), lifetime)
-        .map_err(|_| err("server_error", "signing failed"))?;
+        .sign(claims, now, lifetime)
+        .map_err(|e| err(ErrorCode::ServerError, "signing failed").caused_by(e))?;
     Ok(json!({
         "access_token": token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -480,21 +504,14 @@ pub fn issue(
 }
 
 /// The JSON answer for a success or an error, never cached.
-pub fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
+pub(crate) fn response(result: Result<Value, ExchangeError>) -> Response<Bytes> {
     let (status, body, basic) = match result {
         Ok(v) => (StatusCode::OK, v, false),
-        Err(e) => {
-            let status = if e.code == "invalid_client" {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            (
-                status,
-                json!({"error": e.code, "error_description": e.description}),
-                e.code == "invalid_client",
-            )
-        }
+        Err(e) => (
+            e.code.status(),
+            json!({"error": e.code.as_str(), "error_description": e.description}),
+            e.code == ErrorCode::InvalidClient,
+        ),
     };
     let mut builder = Response::builder()
         .status(status)

@@ -13,11 +13,11 @@ use crate::audit::Audit;
 use crate::described::{Described, PolicyTest, with_default_claims};
 use crate::gateway::{Gateway, Overrides, Target};
 use crate::host::Host;
-use crate::permissions::Membership;
+use crate::policy::Membership;
 
 /// Every step of one decision.
 #[derive(Debug, Serialize)]
-pub struct Trace {
+pub(crate) struct Trace {
     pub method: String,
     pub url: String,
     pub normalized_path: Option<String>,
@@ -43,7 +43,7 @@ pub struct Trace {
 }
 
 /// Explains `request` on `gateway`.
-pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
+pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     let host = request
         .uri
         .host()
@@ -153,15 +153,6 @@ pub async fn explain(gateway: &Gateway, request: &Described) -> Trace {
         .effective
         .take()
         .filter(|_| trace.organization.is_some());
-    // A denial stops before the record has effective scopes: compute them for the "why 403".
-    if let (None, Some(p), Some(Some(grants)), true) = (
-        &trace.effective_scopes,
-        &overrides.principal,
-        &request.grants,
-        trace.organization.is_some(),
-    ) {
-        trace.effective_scopes = Some(crate::decide::effective_scopes(grants, gateway.roles(), p));
-    }
     if trace.membership.is_none() && trace.organization.is_some() {
         trace.membership = Some(Value::String(format!(
             "looked up from the permissions backend ({})",
@@ -205,7 +196,7 @@ fn payload(token: &str) -> Option<Value> {
 
 impl Trace {
     /// The trace as readable text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!("request        {} {}\n", self.method, self.url);
         out += &format!(
             "path           {}\n",
@@ -275,7 +266,7 @@ impl Trace {
 
 impl PolicyTest {
     /// `None` when the trace meets the expectation, else what differs.
-    pub fn failure(&self, trace: &Trace) -> Option<String> {
+    pub(crate) fn failure(&self, trace: &Trace) -> Option<String> {
         let got_allow = trace.decision == "allow";
         if got_allow != self.allow {
             return Some(format!(
@@ -306,7 +297,7 @@ impl PolicyTest {
 }
 
 /// Runs `tests`; returns one message per failure.
-pub async fn run_tests(gateway: &Gateway, tests: &[PolicyTest]) -> Vec<String> {
+pub(crate) async fn run_tests(gateway: &Gateway, tests: &[PolicyTest]) -> Vec<String> {
     let mut failures = Vec::new();
     for t in tests {
         let trace = explain(gateway, &t.request).await;

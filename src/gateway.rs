@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::audit::Audit;
@@ -24,11 +24,12 @@ use crate::jwks::{IssuerKeys, KeySet};
 use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
+use crate::policy::{Access, Route};
 use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
 use crate::principal::{Principal, TokenKind};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
-use crate::route::{Access, Route, RouteTable};
+use crate::route::RouteTable;
 use crate::verify::Verifier;
 
 mod folding;
@@ -36,7 +37,7 @@ mod forward_auth;
 mod token_endpoint;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
 /// What a simulation supplies instead of the real thing.
 #[derive(Debug, Default)]
@@ -44,7 +45,7 @@ pub struct Overrides {
     /// The caller, instead of verifying the request's token.
     pub principal: Option<Arc<Principal>>,
     /// The backend's answer, instead of asking it.
-    pub membership: Option<crate::permissions::Membership>,
+    pub membership: Option<crate::policy::Membership>,
 }
 
 /// The request being decided, however it arrived (proxied, or described by an ingress).
@@ -91,6 +92,8 @@ pub struct Gateway {
     /// scopegate's own issuer endpoints on the proxy listener, computed once: every request is
     /// compared against them.
     own_paths: OwnPaths,
+    /// The time token decisions read (the system clock outside tests).
+    clock: crate::token::Clock,
 }
 
 /// The request paths of scopegate's issuer documents and token endpoint.
@@ -120,6 +123,7 @@ impl Gateway {
             &config.limits,
             &config.signing.issuer,
             max_act_depth,
+            config.clock.clone(),
         );
         let upstreams = Upstreams::new(
             config.upstreams.values(),
@@ -138,6 +142,7 @@ impl Gateway {
             config.signing,
             config.limits.mint_cache_entries,
             metrics.clone(),
+            config.clock.clone(),
         );
         Self {
             routes: config.routes,
@@ -160,6 +165,7 @@ impl Gateway {
             metrics,
             issuers,
             own_paths,
+            clock: config.clock,
         }
     }
 
@@ -290,17 +296,15 @@ impl Gateway {
         };
         let allowed = self.authorize(&target, audit).await?;
         // Bounded by the minted token: a tunnel never outlives the authorization it opened with.
-        let tunnel = match (&allowed.route.websocket, upgrade) {
-            (_, false) => None,
-            (None, true) => return Err(crate::websocket::UpgradeError::NotAllowed.into()),
-            (Some(b), true) => Some(b.tunnel(allowed.minted.as_ref().map(|m| m.expires_at))),
-        };
+        let expires = allowed.minted.as_ref().map(|m| m.expires_at);
+        let ws = allowed.route.websocket.as_ref();
+        let tunnel = crate::websocket::admit(upgrade, ws, expires, self.clock.now())?;
         self.within_body_limit(allowed.route, &parts.headers)?;
         let decision_header = match &allowed.route.organization {
-            Some(crate::org::OrgSource::Header(name)) => Some(name),
+            Some(crate::policy::OrgSource::Header(name)) => Some(name),
             _ => None,
         };
-        if decision_header.is_some_and(|h| crate::proxy::connection_names(&parts.headers, h)) {
+        if decision_header.is_some_and(|h| crate::inbound::connection_names(&parts.headers, h)) {
             return Err(RequestError::ConnectionStripsDecision.into());
         }
         self.metrics
@@ -496,7 +500,7 @@ impl Gateway {
                     organization: org.clone(),
                     client_id: p.client_id().map(str::to_string),
                 };
-                let looked = permissions.lookup(&query).await.map_err(|e| match e {
+                let looked = permissions.lookup(&query).await.map_err(|e| match *e {
                     crate::permissions::BackendError::Throttled(wait) => Rejection::Throttled(wait),
                     _ => Rejection::PermissionsUnavailable,
                 })?;
@@ -517,7 +521,10 @@ impl Gateway {
         });
         let mut allowed = match decision {
             Decision::Allow(a) => a,
-            Decision::Deny(denial) => return Err(denial.into()),
+            Decision::Deny { denial, effective } => {
+                audit.effective = effective;
+                return Err(denial.into());
+            }
         };
         audit.effective = Some(std::mem::take(&mut allowed.effective));
         let minted = match &principal {

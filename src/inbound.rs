@@ -185,3 +185,13 @@ fn join_cookies(headers: &mut HeaderMap) {
         headers.remove(header::COOKIE);
     }
 }
+
+/// Whether the request's `Connection` header names `name` (and so would remove it upstream).
+pub(crate) fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+}

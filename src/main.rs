@@ -1,3 +1,6 @@
+//! The `scopegate` binary: parses the command line, starts the runtime and maps the result to
+//! an exit code; everything else is in the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -14,126 +14,16 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::keys::SigningKey;
 use crate::metrics::Metrics;
 use crate::principal::Principal;
-use crate::token::{UPSTREAM_TOKEN_USE, unix_now};
-
-/// Which scopes a route forwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForwardScopes {
-    /// The route's required scopes (for an any-of rule, those the caller has).
-    Required,
-    /// Every effective scope in the organization.
-    Effective,
-    /// This list, intersected with the effective scopes.
-    List(Vec<String>),
-}
-
-/// What a route forwards upstream.
-#[derive(Debug, Clone)]
-pub struct Forward {
-    pub scopes: ForwardScopes,
-    pub ttl: Duration,
-    /// Backend claims to copy: (backend name, minted name).
-    pub claims: Vec<(String, String)>,
-}
-
-impl Default for Forward {
-    fn default() -> Self {
-        Self {
-            scopes: ForwardScopes::Required,
-            ttl: Duration::from_secs(300),
-            claims: Vec::new(),
-        }
-    }
-}
-
-/// scopegate's issuer identity and keys.
-#[derive(Debug)]
-pub struct Signing {
-    /// `iss` of minted tokens, without a trailing `/`.
-    pub issuer: String,
-    /// The first key signs; all are published.
-    pub keys: Vec<SigningKey>,
-}
-
-impl Signing {
-    /// The path part of the issuer URL, where the issuer documents are served under.
-    fn base_path(&self) -> &str {
-        let after_scheme = self
-            .issuer
-            .split_once("://")
-            .map_or(self.issuer.as_str(), |(_, r)| r);
-        after_scheme.find('/').map_or("", |i| &after_scheme[i..])
-    }
-
-    pub fn jwks_path(&self) -> String {
-        format!("{}/.well-known/jwks.json", self.base_path())
-    }
-
-    pub fn token_path(&self) -> String {
-        format!("{}/oauth2/token", self.base_path())
-    }
-
-    pub fn discovery_path(&self) -> String {
-        format!("{}/.well-known/openid-configuration", self.base_path())
-    }
-
-    /// Signs `claims` with the active key as an `at+jwt`, after adding `iss`, `iat`, `exp`
-    /// (`now` + `lifetime`) and a fresh `jti`: the one signing path of minted and exchanged
-    /// tokens. Returns the compact token and its `jti`.
-    pub fn sign(
-        &self,
-        mut claims: Map<String, Value>,
-        now: u64,
-        lifetime: Duration,
-    ) -> Result<(String, String), MintError> {
-        let key = self.keys.first().ok_or(MintError::Sign)?;
-        let jti = crate::token::random_id().ok_or(MintError::Sign)?;
-        claims.insert("iss".into(), Value::String(self.issuer.clone()));
-        claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(now + lifetime.as_secs()));
-        claims.insert("jti".into(), Value::String(jti.clone()));
-        let token = key.sign("at+jwt", &claims).map_err(|_| MintError::Sign)?;
-        Ok((token, jti))
-    }
-
-    /// The JWKS document with every configured key.
-    pub fn jwks(&self) -> Value {
-        crate::keys::jwks(&self.keys)
-    }
-
-    /// The OIDC discovery document: what standard JWT authorizers read to trust scopegate.
-    pub fn discovery(&self, token_endpoint: bool) -> Value {
-        let mut algs: Vec<&str> = self
-            .keys
-            .iter()
-            .map(|k| crate::keys::alg_name(k.alg))
-            .collect();
-        algs.dedup();
-        let mut doc = json!({
-            "issuer": self.issuer,
-            "jwks_uri": format!("{}/.well-known/jwks.json", self.issuer),
-            "response_types_supported": ["token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": algs,
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "org_id", "token_use", "act"],
-        });
-        if token_endpoint {
-            doc["token_endpoint"] = Value::String(format!("{}/oauth2/token", self.issuer));
-            doc["grant_types_supported"] = json!([crate::token::GRANT_TYPE]);
-        }
-        doc
-    }
-}
+use crate::signing::{SignError, Signing};
+use crate::token::{Clock, UPSTREAM_TOKEN_USE};
 
 /// One token to mint.
 #[derive(Debug)]
-pub struct MintRequest<'a> {
+pub(crate) struct MintRequest<'a> {
     pub principal: &'a Principal,
     pub organization: Option<&'a str>,
     pub audience: &'a str,
@@ -171,9 +61,15 @@ pub enum MintError {
     /// The caller's token has no lifetime left to give.
     #[error("the caller's token has no lifetime left")]
     Expired,
-    /// The crypto library refused to sign.
-    #[error("signing failed")]
-    Sign,
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The token does not fit in a header value (it always should: base64url).
+    #[error("the minted token is not a valid header value")]
+    Header(#[from] http::header::InvalidHeaderValue),
+    /// The claims to forward or the delegation could not be serialized for the cache key.
+    #[error("the claims could not be serialized")]
+    Claims(#[source] serde_json::Error),
 }
 
 type Key = [u8; 32];
@@ -187,10 +83,11 @@ impl moka::Expiry<Key, Arc<Minted>> for HalfLife {
 }
 
 /// Signs and caches down-scoped tokens.
-pub struct Minter {
+pub(crate) struct Minter {
     signing: Arc<Signing>,
     cache: moka::sync::Cache<Key, Arc<Minted>>,
     metrics: Metrics,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Minter {
@@ -202,7 +99,12 @@ impl std::fmt::Debug for Minter {
 }
 
 impl Minter {
-    pub fn new(signing: Arc<Signing>, cache_entries: u64, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        signing: Arc<Signing>,
+        cache_entries: u64,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(cache_entries)
             .expire_after(HalfLife)
@@ -211,17 +113,18 @@ impl Minter {
             signing,
             cache,
             metrics,
+            clock,
         }
     }
 
-    pub fn signing(&self) -> &Arc<Signing> {
+    pub(crate) fn signing(&self) -> &Arc<Signing> {
         &self.signing
     }
 
     /// A token for `request`, from the cache while it has half its lifetime left.
-    pub fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
-        let key_in_use = self.signing.keys.first().ok_or(MintError::Sign)?;
-        let now = unix_now();
+    pub(crate) fn mint(&self, request: &MintRequest<'_>) -> Result<Arc<Minted>, MintError> {
+        let key_in_use = self.signing.keys.first().ok_or(SignError::NoKey)?;
+        let now = self.clock.now();
         let exp = request
             .principal
             .expires_at
@@ -259,8 +162,7 @@ impl Minter {
         let (token, jti) = self
             .signing
             .sign(claims, now, Duration::from_secs(exp - now))?;
-        let authorization =
-            http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| MintError::Sign)?;
+        let authorization = http::HeaderValue::try_from(format!("Bearer {token}"))?;
         self.metrics.tokens_minted.inc();
         let minted = Arc::new(Minted {
             authorization,
@@ -273,7 +175,7 @@ impl Minter {
     }
 
     /// Entries in the mint cache (after pending maintenance).
-    pub fn cached_tokens(&self) -> u64 {
+    pub(crate) fn cached_tokens(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
@@ -285,10 +187,10 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
     let claims = if r.claims.is_empty() {
         Vec::new()
     } else {
-        serde_json::to_vec(&r.claims).map_err(|_| MintError::Sign)?
+        serde_json::to_vec(&r.claims).map_err(MintError::Claims)?
     };
     let delegation = serde_json::to_vec(&r.principal.delegation().collect::<Vec<_>>())
-        .map_err(|_| MintError::Sign)?;
+        .map_err(MintError::Claims)?;
     let strings = [
         kid,
         &r.principal.issuer.issuer,

@@ -1,25 +1,11 @@
 //! Organization (tenant) resolution: where a route finds the organization a request acts in.
 //! The value is checked to be a plain identifier, so it can key caches and backend calls safely.
 
+use crate::policy::OrgSource;
 use crate::principal::Principal;
 
 #[cfg(test)]
 mod tests;
-
-/// Where a route's organization comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrgSource {
-    /// A path parameter of the route's template.
-    Path(String),
-    /// A request header.
-    Header(http::HeaderName),
-    /// A query parameter.
-    Query(String),
-    /// The first label of the request's host (`acme.api.example.com` is `acme`).
-    Host,
-    /// A string claim of the verified token.
-    Claim(String),
-}
 
 /// Why no organization could be resolved (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -93,6 +93,6 @@ impl Principal {
 }
 
 /// The `sub_id` claim for `principal`: its original issuer and subject.
-pub fn subject_id(principal: &Principal) -> Value {
+pub(crate) fn subject_id(principal: &Principal) -> Value {
     serde_json::json!({"format": "iss_sub", "iss": principal.origin, "sub": principal.subject})
 }

@@ -37,7 +37,7 @@ pub enum UpstreamError {
 /// The error a stalled request body ends with, found again in the upstream client's error.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body stalled for longer than the body read timeout")]
-pub struct BodyStalled;
+pub(crate) struct BodyStalled;
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyStalled`] when no piece of it arrives for
@@ -52,7 +52,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Stalling<B> {
-    pub fn new(body: B, timeout: Duration) -> Self {
+    pub(crate) fn new(body: B, timeout: Duration) -> Self {
         Self {
             body,
             deadline: tokio::time::sleep(timeout),
@@ -113,7 +113,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// What the pipeline knows about the inbound request that forwarding needs.
 #[derive(Debug)]
-pub struct Inbound<'a> {
+pub(crate) struct Inbound<'a> {
     pub peer: SocketAddr,
     /// `http` or `https`: the scheme of the listener the request came in on.
     pub scheme: &'static str,
@@ -130,7 +130,7 @@ pub struct Inbound<'a> {
 }
 
 /// What goes upstream: the client's body, streamed, with the route's size bound when it has one.
-pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<
+pub(crate) type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<
     bytes::Bytes,
     Box<dyn std::error::Error + Send + Sync>,
 >;
@@ -139,7 +139,7 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// The clients for every upstream.
 #[derive(Debug)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     clients: HashMap<String, Pooled>,
     body_read_timeout: Duration,
     metrics: Metrics,
@@ -154,7 +154,7 @@ struct Pooled {
 }
 
 impl Upstreams {
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         upstreams: impl IntoIterator<Item = &'a Arc<UpstreamConfig>>,
         body_read_timeout: Duration,
         metrics: Metrics,
@@ -188,7 +188,7 @@ impl Upstreams {
     }
 
     /// Sends `request` (whose path is already normalized and authorized) to `upstream`.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         upstream: &UpstreamConfig,
         request: Request<Incoming>,
@@ -314,18 +314,8 @@ fn upstream_uri(
         .map_err(|_| UpstreamError::Unavailable)
 }
 
-/// Whether the request's `Connection` header names `name` (and so would remove it upstream).
-pub fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
 /// Removes hop-by-hop headers and every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         for name in HOP_BY_HOP.iter() {
             headers.remove(name);
@@ -354,7 +344,7 @@ fn set_authorization(headers: &mut HeaderMap, minted: Option<HeaderValue>) {
 }
 
 /// Removes every `X-Scopegate-*` header a client sent.
-pub fn strip_owned(headers: &mut HeaderMap) {
+pub(crate) fn strip_owned(headers: &mut HeaderMap) {
     let owned: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with(crate::inbound::OWNED_PREFIX))

@@ -83,121 +83,170 @@ impl Rejection {
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Rejection::Path(_) => StatusCode::BAD_REQUEST,
-            Rejection::Host(_) => StatusCode::BAD_REQUEST,
-            Rejection::Request(crate::inbound::RequestError::TooManyHeaders(_)) => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
-            Rejection::Request(_) => StatusCode::BAD_REQUEST,
-            Rejection::NoRoute => StatusCode::NOT_FOUND,
-            Rejection::Auth(AuthError::MultipleHeaders) => StatusCode::BAD_REQUEST,
-            Rejection::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
-            Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Rejection::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            Rejection::Upstream(UpstreamError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::Upstream(UpstreamError::BodyStalled) => StatusCode::REQUEST_TIMEOUT,
-            Rejection::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Rejection::Organization(_) => StatusCode::BAD_REQUEST,
-            Rejection::WrongResource => StatusCode::FORBIDDEN,
-            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
-                StatusCode::FORBIDDEN
-            }
-            Rejection::ForwardAuth(_) => StatusCode::BAD_REQUEST,
-            Rejection::NotMember | Rejection::ConditionFailed => StatusCode::FORBIDDEN,
-            Rejection::PermissionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            Rejection::Upgrade(_) => StatusCode::BAD_REQUEST,
-            Rejection::Mint(MintError::Expired) => StatusCode::UNAUTHORIZED,
-            Rejection::Mint(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.kind().0
     }
 
     /// A short stable code for the problem body, metrics and logs.
     pub fn code(&self) -> &'static str {
+        self.kind().1
+    }
+
+    /// The one table: each rejection's status, problem code and RFC 6750 challenge.
+    fn kind(&self) -> (StatusCode, &'static str, Challenge) {
+        use crate::forward_auth::OriginalError;
+        use crate::inbound::RequestError;
+        use Challenge::{InsufficientScope, InvalidRequest, InvalidToken, Realm};
         match self {
-            Rejection::Path(_) => "bad_path",
-            Rejection::Host(_) => "bad_host",
-            Rejection::Request(crate::inbound::RequestError::Method) => "bad_method",
-            Rejection::Request(crate::inbound::RequestError::TooManyHeaders(_)) => {
-                "too_many_headers"
+            Rejection::Path(_) => (StatusCode::BAD_REQUEST, "bad_path", Challenge::None),
+            Rejection::Host(_) => (StatusCode::BAD_REQUEST, "bad_host", Challenge::None),
+            Rejection::Request(RequestError::Method) => {
+                (StatusCode::BAD_REQUEST, "bad_method", Challenge::None)
             }
-            Rejection::Request(_) => "ambiguous_request",
-            Rejection::NoRoute => "no_route",
+            Rejection::Request(RequestError::TooManyHeaders(_)) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too_many_headers",
+                Challenge::None,
+            ),
+            Rejection::Request(_) => (
+                StatusCode::BAD_REQUEST,
+                "ambiguous_request",
+                Challenge::None,
+            ),
+            Rejection::NoRoute => (StatusCode::NOT_FOUND, "no_route", Challenge::None),
             Rejection::Auth(e) => match e {
-                AuthError::Missing => "missing_token",
-                AuthError::MultipleHeaders => "multiple_authorization",
-                AuthError::NotBearer => "not_bearer",
-                AuthError::KeysUnavailable => "keys_unavailable",
-                AuthError::Expired => "token_expired",
-                AuthError::NotYetValid => "token_not_yet_valid",
-                _ => "invalid_token",
+                AuthError::Missing => (StatusCode::UNAUTHORIZED, "missing_token", Realm),
+                AuthError::NotBearer => (StatusCode::UNAUTHORIZED, "not_bearer", Realm),
+                AuthError::MultipleHeaders => (
+                    StatusCode::BAD_REQUEST,
+                    "multiple_authorization",
+                    InvalidRequest,
+                ),
+                AuthError::KeysUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "keys_unavailable",
+                    Challenge::None,
+                ),
+                AuthError::Expired => (StatusCode::UNAUTHORIZED, "token_expired", InvalidToken),
+                AuthError::NotYetValid => (
+                    StatusCode::UNAUTHORIZED,
+                    "token_not_yet_valid",
+                    InvalidToken,
+                ),
+                _ => (StatusCode::UNAUTHORIZED, "invalid_token", InvalidToken),
             },
-            Rejection::InsufficientScope { .. } => "insufficient_scope",
-            Rejection::Upstream(UpstreamError::Timeout) => "upstream_timeout",
-            Rejection::Upstream(UpstreamError::Busy) => "upstream_busy",
-            Rejection::Upstream(UpstreamError::BodyStalled) => "body_stalled",
-            Rejection::Upstream(_) => "upstream_unavailable",
-            Rejection::Organization(_) => "organization_unresolved",
-            Rejection::WrongResource => "wrong_resource",
-            Rejection::BodyTooLarge => "body_too_large",
-            Rejection::ForwardAuth(crate::forward_auth::OriginalError::UntrustedPeer) => {
-                "untrusted_peer"
+            Rejection::InsufficientScope { .. } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                InsufficientScope,
+            ),
+            Rejection::NotMember => (StatusCode::FORBIDDEN, "not_member", InsufficientScope),
+            Rejection::ConditionFailed => {
+                (StatusCode::FORBIDDEN, "condition_failed", InsufficientScope)
             }
-            Rejection::ForwardAuth(crate::forward_auth::OriginalError::Conflicting(_)) => {
-                "forged_original_request"
+            Rejection::WrongResource => {
+                (StatusCode::FORBIDDEN, "wrong_resource", InsufficientScope)
             }
-            Rejection::ForwardAuth(_) => "bad_original_request",
-            Rejection::NotMember => "not_member",
-            Rejection::ConditionFailed => "condition_failed",
-            Rejection::PermissionsUnavailable => "permissions_unavailable",
-            Rejection::Throttled(_) => "too_many_lookups",
-            Rejection::Upgrade(UpgradeError::Unsupported) => "upgrade_unsupported",
-            Rejection::Upgrade(UpgradeError::Malformed) => "bad_upgrade",
-            Rejection::Upgrade(UpgradeError::NotAllowed) => "upgrade_not_allowed",
-            Rejection::Mint(MintError::Expired) => "token_expired",
-            Rejection::Mint(_) => "mint_failed",
+            Rejection::Upstream(UpstreamError::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                Challenge::None,
+            ),
+            Rejection::Upstream(UpstreamError::Busy) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                Challenge::None,
+            ),
+            Rejection::Upstream(UpstreamError::BodyStalled) => {
+                (StatusCode::REQUEST_TIMEOUT, "body_stalled", Challenge::None)
+            }
+            Rejection::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                Challenge::None,
+            ),
+            Rejection::Organization(_) => (
+                StatusCode::BAD_REQUEST,
+                "organization_unresolved",
+                Challenge::None,
+            ),
+            Rejection::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                Challenge::None,
+            ),
+            Rejection::ForwardAuth(OriginalError::UntrustedPeer) => {
+                (StatusCode::FORBIDDEN, "untrusted_peer", Challenge::None)
+            }
+            Rejection::ForwardAuth(OriginalError::Conflicting(_)) => (
+                StatusCode::BAD_REQUEST,
+                "forged_original_request",
+                Challenge::None,
+            ),
+            Rejection::ForwardAuth(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_original_request",
+                Challenge::None,
+            ),
+            Rejection::PermissionsUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "permissions_unavailable",
+                Challenge::None,
+            ),
+            Rejection::Throttled(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_lookups",
+                Challenge::None,
+            ),
+            Rejection::Upgrade(e) => (
+                StatusCode::BAD_REQUEST,
+                match e {
+                    UpgradeError::Unsupported => "upgrade_unsupported",
+                    UpgradeError::Malformed => "bad_upgrade",
+                    UpgradeError::NotAllowed => "upgrade_not_allowed",
+                },
+                Challenge::None,
+            ),
+            Rejection::Mint(MintError::Expired) => {
+                (StatusCode::UNAUTHORIZED, "token_expired", InvalidToken)
+            }
+            Rejection::Mint(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "mint_failed",
+                Challenge::None,
+            ),
         }
     }
 
     /// The answer to send.
     pub fn to_response(&self) -> Response<Bytes> {
-        let status = self.status();
+        let (status, code, challenge) = self.kind();
         let detail = self.to_string();
         let mut builder = Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/problem+json")
             .header(header::CACHE_CONTROL, "no-store");
-        let challenge = match self {
-            Rejection::Auth(AuthError::Missing | AuthError::NotBearer) => {
-                Some(r#"Bearer realm="scopegate""#.to_string())
-            }
-            Rejection::Auth(AuthError::MultipleHeaders) => Some(format!(
-                r#"Bearer realm="scopegate", error="invalid_request", error_description="{detail}""#
+        let challenge = match challenge {
+            Challenge::None => None,
+            Challenge::Realm => Some(r#"Bearer realm="scopegate""#.to_string()),
+            Challenge::InvalidRequest => Some(format!(
+                r#"Bearer realm="scopegate", error="invalid_request", error_description="{}""#,
+                quoted(&detail)
             )),
-            Rejection::Auth(AuthError::KeysUnavailable) => None,
-            Rejection::Auth(_) => Some(format!(
+            Challenge::InvalidToken => Some(format!(
                 r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
                 quoted(&detail)
             )),
-            Rejection::NotMember | Rejection::ConditionFailed | Rejection::WrongResource => {
-                Some(format!(
+            Challenge::InsufficientScope => Some(match self {
+                Rejection::InsufficientScope { required } => format!(
+                    r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}", scope="{}""#,
+                    quoted(&detail),
+                    quoted(required)
+                ),
+                _ => format!(
                     r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}""#,
                     quoted(&detail)
-                ))
-            }
-            Rejection::Mint(MintError::Expired) => Some(format!(
-                r#"Bearer realm="scopegate", error="invalid_token", error_description="{}""#,
-                quoted(&detail)
-            )),
-            Rejection::InsufficientScope { required } => Some(format!(
-                r#"Bearer realm="scopegate", error="insufficient_scope", error_description="{}", scope="{}""#,
-                quoted(&detail),
-                quoted(required)
-            )),
-            _ => None,
+                ),
+            }),
         };
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             builder = builder.header(header::WWW_AUTHENTICATE, c);
@@ -213,7 +262,7 @@ impl Rejection {
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
             "detail": detail,
-            "code": self.code(),
+            "code": code,
         });
         if let Rejection::InsufficientScope { required } = self {
             body["required_scope"] = serde_json::Value::String(required.clone());
@@ -234,6 +283,18 @@ impl From<crate::decide::Denial> for Rejection {
             Denial::ConditionFailed => Rejection::ConditionFailed,
         }
     }
+}
+
+/// Which RFC 6750 `WWW-Authenticate` challenge a rejection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    None,
+    /// No credentials, or not a bearer token: the realm alone (RFC 6750 section 3.1).
+    Realm,
+    InvalidRequest,
+    InvalidToken,
+    /// With the required scopes when the rule is known.
+    InsufficientScope,
 }
 
 /// Makes text safe inside a quoted-string of an auth-param.

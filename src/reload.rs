@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use crate::serve::Shared;
+use crate::state::Shared;
 
 /// What a file looked like: modification time and size (`None` when unreadable).
 type Stamp = Option<(SystemTime, u64)>;
@@ -40,7 +40,7 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
 
 /// Watches `path`'s configuration (`watched`, from its last load) every `every`, and listens
 /// for SIGHUP; reloads on either. Runs until the process ends.
-pub fn spawn(
+pub(crate) fn spawn(
     shared: Arc<Shared>,
     path: PathBuf,
     watched: Vec<PathBuf>,

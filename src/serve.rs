@@ -12,22 +12,18 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -35,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Limits};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+
 pub use crate::state::Shared;
 use crate::websocket::Hold;
 
@@ -52,6 +49,14 @@ pub enum ServeError {
     },
 }
 
+/// Entries in the gateway's caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    pub verified_tokens: u64,
+    pub minted_tokens: u64,
+    pub permissions: u64,
+}
+
 /// A running gateway: its bound addresses and the switches that reload and stop it.
 #[derive(Debug)]
 pub struct Running {
@@ -59,7 +64,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The forward-auth listener, when configured.
     pub auth_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     stop_accepting: watch::Sender<bool>,
     /// The proxy and auth listeners; each ends once its connections have drained.
     draining: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -68,8 +73,45 @@ pub struct Running {
 
 impl Running {
     /// The gateway now in force.
-    pub fn gateway(&self) -> Arc<Gateway> {
+    pub(crate) fn gateway(&self) -> Arc<Gateway> {
         self.shared.gateway()
+    }
+
+    /// Whether the gateway is ready to serve (every issuer's keys loaded), as `/readyz` says.
+    pub fn ready(&self) -> bool {
+        self.gateway().ready()
+    }
+
+    /// The metrics in Prometheus text form, as `/metrics` serves them (readable after a
+    /// shutdown has closed the admin listener).
+    pub fn metrics(&self) -> String {
+        self.gateway().metrics.render()
+    }
+
+    /// How many entries the gateway's caches hold now (verified tokens, minted tokens,
+    /// permissions answers), for sizing and for tests of the bounds.
+    pub async fn cache_sizes(&self) -> CacheSizes {
+        let gateway = self.gateway();
+        let permissions = match gateway.permissions() {
+            Some(p) => p.cached_entries().await,
+            None => 0,
+        };
+        CacheSizes {
+            verified_tokens: gateway.cached_tokens(),
+            minted_tokens: gateway.cached_minted_tokens(),
+            permissions,
+        }
+    }
+
+    /// Reloads the configuration from `path` on SIGHUP or when a `watched` file changes
+    /// (polled `every`); see [`crate::reload::spawn`].
+    pub fn reload_on_change(
+        &self,
+        path: std::path::PathBuf,
+        watched: Vec<std::path::PathBuf>,
+        every: Duration,
+    ) -> JoinHandle<()> {
+        crate::reload::spawn(self.shared.clone(), path, watched, every)
     }
 
     /// Graceful shutdown: not ready, stop accepting, let open requests finish (up to the

@@ -8,7 +8,7 @@ use std::time::Duration;
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs `make()`'s future on its own task; when it panics, logs `name` and runs a new one.
-pub fn spawn<F, Fut>(name: &'static str, make: F) -> tokio::task::JoinHandle<()>
+pub(crate) fn spawn<F, Fut>(name: &'static str, make: F) -> tokio::task::JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,

@@ -18,6 +18,27 @@ pub const SUBJECT_ID_CLAIM: &str = "sub_id";
 /// The claims that carry delegation from the caller's token into every token derived from it.
 pub const DELEGATION_CLAIMS: [&str; 4] = ["act", "resource", "bound_path", "bound_methods"];
 
+/// The time every token decision reads, in whole seconds since the epoch: the system clock,
+/// moved forward by a skew only a test sets. One clock for verifying (`exp`, `nbf`, the verified
+/// cache), minting and exchanging, so a test can let a token expire without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    skew: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clock {
+    /// Seconds since the epoch, skew included.
+    pub fn now(&self) -> u64 {
+        unix_now().saturating_add(self.skew.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every copy of it) forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.skew
+            .fetch_add(by.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};

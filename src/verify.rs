@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::jwks::IssuerKeys;
 use crate::policy::{IssuerConfig, Limits, ScopesFormat};
 use crate::principal::{Principal, TokenKind};
-use crate::token::{SUBJECT_ID_CLAIM, unix_now};
+use crate::token::{Clock, SUBJECT_ID_CLAIM};
 
 /// Why a request is not authenticated. All are 401 except where noted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,7 @@ pub struct Verifier {
     /// scopegate's own issuer (`iss` of minted and exchanged tokens).
     own_issuer: String,
     max_act_depth: usize,
+    clock: Clock,
 }
 
 /// A verified token: its principal, and the key set its signature was checked against. A hit
@@ -107,12 +108,12 @@ struct Verified {
 }
 
 /// Cached principals live until their token's `exp`, never longer.
-struct UntilExpiry;
+struct UntilExpiry(Clock);
 
 impl moka::Expiry<TokenHash, Verified> for UntilExpiry {
     fn expire_after_create(&self, _: &TokenHash, value: &Verified, _: Instant) -> Option<Duration> {
         Some(Duration::from_secs(
-            value.principal.expires_at.saturating_sub(unix_now()),
+            value.principal.expires_at.saturating_sub(self.0.now()),
         ))
     }
 }
@@ -130,10 +131,11 @@ impl Verifier {
         limits: &Limits,
         own_issuer: &str,
         max_act_depth: usize,
+        clock: Clock,
     ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(limits.token_cache_entries)
-            .expire_after(UntilExpiry)
+            .expire_after(UntilExpiry(clock.clone()))
             .build();
         Self {
             issuers: issuers
@@ -144,6 +146,7 @@ impl Verifier {
             max_token_bytes: limits.max_token_bytes,
             own_issuer: own_issuer.to_string(),
             max_act_depth,
+            clock,
         }
     }
 
@@ -164,8 +167,9 @@ impl Verifier {
             return Err(AuthError::TooLarge(self.max_token_bytes));
         }
         let hash = token_hash(token);
+        let now = self.clock.now();
         if let Some(hit) = self.cache.get(&hash)
-            && hit.principal.expires_at > unix_now()
+            && hit.principal.expires_at > now
             && hit.issuer.is_current(&hit.keys)
         {
             return Ok(hit.principal);
@@ -212,8 +216,9 @@ impl Verifier {
         )
         .map_err(map_jwt_error)?
         .claims;
+        check_times(&claims, now, issuer.leeway.as_secs())?;
         let own = (issuer.issuer == self.own_issuer).then_some(self.max_act_depth);
-        let principal = principal(issuer, claims, &hash, own)?;
+        let principal = principal(issuer, claims, &hash, own, now)?;
         let principal = Arc::new(principal);
         self.cache.insert(
             hash,
@@ -262,15 +267,36 @@ fn token_hash(token: &str) -> TokenHash {
 
 fn validation(issuer: &IssuerConfig, alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
-    v.leeway = issuer.leeway.as_secs();
-    v.validate_exp = true;
-    v.validate_nbf = true;
+    // `exp` and `nbf` are checked by `check_times` against scopegate's clock; the claims stay
+    // required here, so a token without `exp` is still refused by the library.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.validate_aud = true;
     v.set_issuer(&[&issuer.issuer]);
     v.set_audience(&issuer.audiences);
     // Required as *parsed*: a claim of the wrong JSON type counts as missing, never as absent-and-fine.
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v
+}
+
+/// `exp` (required, an integer) must not be more than `leeway` seconds past; `nbf`, when
+/// present, must be an integer no more than `leeway` seconds ahead (RFC 7519 sections 4.1.4-5).
+fn check_times(claims: &Map<String, Value>, now: u64, leeway: u64) -> Result<(), AuthError> {
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(AuthError::BadClaim("exp"))?;
+    if exp.saturating_add(leeway) < now {
+        return Err(AuthError::Expired);
+    }
+    match claims.get("nbf") {
+        None => Ok(()),
+        Some(nbf) => match nbf.as_u64() {
+            Some(nbf) if nbf > now.saturating_add(leeway) => Err(AuthError::NotYetValid),
+            Some(_) => Ok(()),
+            None => Err(AuthError::BadClaim("nbf")),
+        },
+    }
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
@@ -309,7 +335,7 @@ pub fn principal_from_claims(
     claims: Map<String, Value>,
 ) -> Result<Principal, AuthError> {
     let hash = token_hash(&Value::Object(claims.clone()).to_string());
-    principal(issuer, claims, &hash, None)
+    principal(issuer, claims, &hash, None, crate::token::unix_now())
 }
 
 /// Builds the principal from verified claims. `own` is `Some(max act depth)` when the issuer is
@@ -319,6 +345,7 @@ fn principal(
     claims: Map<String, Value>,
     hash: &TokenHash,
     own: Option<usize>,
+    now: u64,
 ) -> Result<Principal, AuthError> {
     let kind = match own {
         None => TokenKind::Idp,
@@ -366,7 +393,7 @@ fn principal(
         .get("exp")
         .and_then(Value::as_u64)
         .ok_or(AuthError::BadClaim("exp"))?;
-    if expires_at.saturating_sub(unix_now()) > issuer.max_token_age.as_secs() {
+    if expires_at.saturating_sub(now) > issuer.max_token_age.as_secs() {
         return Err(AuthError::LifetimeTooLong);
     }
     let mut scopes: Vec<String> = match (claims.get(&issuer.scopes_claim), issuer.scopes_format) {

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::policy::WebSocketBounds;
 
 /// Why an upgrade request is refused (400) before anything is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,38 +63,42 @@ pub fn requested(
         return Err(UpgradeError::Unsupported);
     }
     let single = upgrades.next().is_none();
-    let named = crate::proxy::connection_names(headers, &header::UPGRADE);
+    let named = crate::inbound::connection_names(headers, &header::UPGRADE);
     if !single || !named || version != Version::HTTP_11 || method != Method::GET {
         return Err(UpgradeError::Malformed);
     }
     Ok(true)
 }
 
-/// A route's bounds on its WebSocket connections, validated at load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// No byte either way for this long closes the connection.
-    pub idle_timeout: Duration,
-    /// The longest a connection stays open; `None`: until the minted token expires.
-    pub max_lifetime: Option<Duration>,
+/// Whether a request that does (`upgrade`) or does not ask for an upgrade may go on, on a route
+/// with `bounds` (`None`: upgrades refused), and the bounds of its tunnel if it opens one.
+pub fn admit(
+    upgrade: bool,
+    bounds: Option<&WebSocketBounds>,
+    token_exp: Option<u64>,
+    now: u64,
+) -> Result<Option<Tunnel>, UpgradeError> {
+    match (bounds, upgrade) {
+        (_, false) => Ok(None),
+        (None, true) => Err(UpgradeError::NotAllowed),
+        (Some(b), true) => Ok(Some(tunnel(b, token_exp, now))),
+    }
 }
 
-impl Bounds {
-    /// The bounds of one connection whose minted token expires at `token_exp` (unix seconds;
-    /// `None` on a public route): it never outlives the authorization it was opened with.
-    pub fn tunnel(&self, token_exp: Option<u64>) -> Tunnel {
-        let left =
-            token_exp.map(|exp| Duration::from_secs(exp.saturating_sub(crate::token::unix_now())));
-        let lifetime = match (left, self.max_lifetime) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            // No token and no bound (the configuration gives public routes one): fail closed.
-            (None, None) => Duration::ZERO,
-        };
-        Tunnel {
-            idle: self.idle_timeout,
-            lifetime,
-        }
+/// The bounds of one connection on a route with `bounds` whose minted token expires at
+/// `token_exp` (unix seconds; `None` on a public route), at `now`: it never outlives the
+/// authorization it was opened with.
+fn tunnel(bounds: &WebSocketBounds, token_exp: Option<u64>, now: u64) -> Tunnel {
+    let left = token_exp.map(|exp| Duration::from_secs(exp.saturating_sub(now)));
+    let lifetime = match (left, bounds.max_lifetime) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        // No token and no bound (the configuration gives public routes one): fail closed.
+        (None, None) => Duration::ZERO,
+    };
+    Tunnel {
+        idle: bounds.idle_timeout,
+        lifetime,
     }
 }
 

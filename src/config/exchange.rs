@@ -1,10 +1,14 @@
 //! Token exchange: clients (secrets from files or the environment) and exchange rules.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::locate::Step;
+use super::{Check, defaults, raw};
+use crate::policy::UpstreamConfig;
 
 /// Exchange clients (id to secret digest), the act depth limit and the client-authentication
 /// failure limit.

@@ -1,10 +1,7 @@
 //! The forward-auth listener's trusted peers and ingress convention.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use super::locate::Step;
+use super::{Check, raw};
 
 pub(super) fn forward_auth(
     check: &mut Check<'_>,

@@ -1,11 +1,13 @@
 //! The `limits:` and `requests:` sections: size, time and concurrency bounds, validated so
 //! that nothing built from them can panic, and what requests may carry.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::time::Duration;
+
+use http::Method;
+
+use super::locate::Step;
+use super::{Check, defaults, raw};
+use crate::policy::Limits;
 
 /// The `limits:` section, each bound checked so that no listener, semaphore or timer built from
 /// it can panic at run time.

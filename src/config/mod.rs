@@ -39,31 +39,33 @@ use {
     signing::*,
 };
 
-use crate::route::{Access, Route, RouteTable, ScopeRule};
+use crate::route::RouteTable;
 
 /// A whole validated configuration: the server file plus every policy file.
 #[derive(Debug)]
 pub struct Config {
-    pub listen: Listen,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub issuers: Vec<Arc<IssuerConfig>>,
-    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
-    pub routes: RouteTable,
-    pub limits: Limits,
-    pub signing: Arc<crate::mint::Signing>,
-    pub permissions: Option<PermissionsConfig>,
+    pub(crate) listen: Listen,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) issuers: Vec<Arc<IssuerConfig>>,
+    pub(crate) upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    pub(crate) routes: RouteTable,
+    pub(crate) limits: Limits,
+    pub(crate) signing: Arc<crate::signing::Signing>,
+    pub(crate) permissions: Option<PermissionsConfig>,
     /// Role name to the scopes it grants, from every policy file.
-    pub roles: Roles,
+    pub(crate) roles: Roles,
     /// Token exchange, when clients are configured.
-    pub exchange: Option<Arc<crate::exchange::ExchangeConfig>>,
-    pub forward_auth: crate::forward_auth::ForwardAuthConfig,
+    pub(crate) exchange: Option<Arc<crate::exchange::ExchangeConfig>>,
+    pub(crate) forward_auth: crate::forward_auth::ForwardAuthConfig,
     /// Methods accepted and headers stripped before forwarding.
-    pub requests: crate::inbound::RequestRules,
+    pub(crate) requests: crate::inbound::RequestRules,
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
-    pub log: LogConfig,
+    pub(crate) log: LogConfig,
+    /// The time source of token decisions: the system clock, unless a test moves it.
+    pub clock: crate::token::Clock,
     /// Policy tests from every policy file, run by `scopegate check`.
-    pub tests: Vec<crate::described::PolicyTest>,
+    pub(crate) tests: Vec<crate::described::PolicyTest>,
 }
 
 /// Logging: format and default filter (applied at start; `RUST_LOG` wins).
@@ -495,6 +497,7 @@ fn from_parsed(
             forward_auth,
             requests,
             watched: Vec::new(),
+            clock: crate::token::Clock::default(),
             log,
             tests: policy_tests,
         }),

@@ -1,10 +1,14 @@
 //! The permissions backend (file or http), its cache and the per-caller miss budget.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::Uri;
+
+use super::limits::bounded;
+use super::locate::Step;
+use super::{Check, PermissionsConfig, defaults, raw};
+use crate::policy::{IssuerConfig, is_loopback};
 
 pub(super) fn permissions(
     check: &mut Check<'_>,

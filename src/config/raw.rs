@@ -352,7 +352,7 @@ pub(crate) struct PolicyTest {
     /// The permissions backend's answer; without it (and without `member: false`) the configured
     /// backend is asked.
     #[serde(default)]
-    pub(crate) grants: Option<crate::permissions::Grants>,
+    pub(crate) grants: Option<crate::policy::Grants>,
     /// `false`: the backend says "not a member".
     #[serde(default)]
     pub(crate) member: Option<bool>,

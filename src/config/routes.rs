@@ -1,10 +1,15 @@
 //! Routes of the policy files: match, access rule, organization source, condition, forwarding.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use super::locate::Step;
+use super::{Check, defaults, raw};
+use crate::policy::UpstreamConfig;
+use crate::policy::{Access, Route, ScopeRule};
 
 pub(super) fn route(
     check: &mut Check<'_>,
@@ -162,7 +167,7 @@ pub(super) fn route(
     let forward = raw
         .forward
         .as_ref()
-        .map_or_else(crate::mint::Forward::default, |f| forward(check, i, f));
+        .map_or_else(crate::policy::Forward::default, |f| forward(check, i, f));
     let websocket = match &raw.websocket {
         None | Some(raw::WebSocket::Enabled(false)) => None,
         Some(w) => {
@@ -225,7 +230,7 @@ pub(super) fn websocket(
     i: usize,
     raw: &raw::WebSocket,
     public: bool,
-) -> Option<crate::websocket::Bounds> {
+) -> Option<crate::policy::WebSocketBounds> {
     let at = |key: &'static str| {
         [
             Step::Key("routes"),
@@ -259,7 +264,7 @@ pub(super) fn websocket(
         (None, true) => Some(defaults::PUBLIC_WEBSOCKET_MAX_LIFETIME),
         (m, _) => m,
     };
-    (check.errors.len() == errors).then_some(crate::websocket::Bounds {
+    (check.errors.len() == errors).then_some(crate::policy::WebSocketBounds {
         idle_timeout,
         max_lifetime,
     })
@@ -271,8 +276,8 @@ pub(super) fn organization(
     name: &str,
     path: &str,
     raw: &raw::Organization,
-) -> Option<crate::org::OrgSource> {
-    use crate::org::OrgSource;
+) -> Option<crate::policy::OrgSource> {
+    use crate::policy::OrgSource;
     let at = [
         Step::Key("routes"),
         Step::Index(i),
@@ -311,8 +316,12 @@ pub(super) fn organization(
     Some(source)
 }
 
-pub(super) fn forward(check: &mut Check<'_>, i: usize, raw: &raw::Forward) -> crate::mint::Forward {
-    use crate::mint::{Forward, ForwardScopes};
+pub(super) fn forward(
+    check: &mut Check<'_>,
+    i: usize,
+    raw: &raw::Forward,
+) -> crate::policy::Forward {
+    use crate::policy::{Forward, ForwardScopes};
     let at = |key: &'static str| {
         [
             Step::Key("routes"),

@@ -1,10 +1,18 @@
 //! Listeners, TLS, trusted issuers and upstreams of the server file.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::Uri;
+
+use super::limits::bounded;
+use super::locate::Step;
+use super::{Check, defaults, raw};
+use crate::policy::{
+    Combine, IssuerConfig, KeysSource, ScopesFormat, UpstreamConfig, asymmetric_algorithm,
+    is_loopback,
+};
 
 pub(super) fn socket_addr(check: &mut Check<'_>, key: &str, value: &str) -> SocketAddr {
     value.parse().unwrap_or_else(|_| {

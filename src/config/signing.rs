@@ -1,16 +1,17 @@
 //! scopegate's own issuer identity and signing keys.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a section of the configuration module, written against its imports and helpers"
-)]
-use super::*;
+use std::path::Path;
+
+use http::Uri;
+
+use super::locate::Step;
+use super::{Check, raw};
 
 pub(super) fn signing(
     check: &mut Check<'_>,
     base: &Path,
     raw: &raw::Signing,
-) -> Option<crate::mint::Signing> {
+) -> Option<crate::signing::Signing> {
     let issuer = raw.issuer.trim_end_matches('/').to_string();
     if !matches!(
         issuer
@@ -93,5 +94,5 @@ pub(super) fn signing(
             Err((message, hint)) => check.error(&at("file"), message, hint),
         }
     }
-    (keys.len() == raw.keys.len()).then_some(crate::mint::Signing { issuer, keys })
+    (keys.len() == raw.keys.len()).then_some(crate::signing::Signing { issuer, keys })
 }

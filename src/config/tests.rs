@@ -9,7 +9,7 @@ use http::Method;
 use super::{Combine, Config, ConfigError, KeysSource, ScopesFormat, Source, from_sources};
 
 mod websocket;
-use crate::route::Access;
+use crate::policy::Access;
 
 /// Lines 1-9 of every server file in these tests; the issuer's remaining keys follow on line 10.
 const HEAD: &str = r#"listen: { proxy: "127.0.0.1:0", admin: "127.0.0.1:0" }
@@ -224,7 +224,7 @@ fn organization_from_a_path_parameter_the_path_lacks_is_refused() {
         .unwrap();
     assert_eq!(
         found.route.organization,
-        Some(crate::org::OrgSource::Path("org".into()))
+        Some(crate::policy::OrgSource::Path("org".into()))
     );
     assert_eq!(found.params, vec![("org", "acme")]);
 }

@@ -6,12 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::{Allowed, Decision, Denial, Input, decide, effective_scopes};
 use crate::condition::{Condition, Facts};
-use crate::mint::ForwardScopes;
-use crate::org::OrgSource;
-use crate::permissions::{Grants, Membership};
+use crate::policy::{Access, ForwardScopes, Grants, Membership, OrgSource, Route, ScopeRule};
 use crate::policy::{Combine, IssuerConfig, Roles};
 use crate::principal::Principal;
-use crate::route::{Access, Route, ScopeRule};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -89,13 +86,13 @@ fn input<'a>(
 fn allowed(decision: Decision) -> Allowed {
     match decision {
         Decision::Allow(a) => a,
-        Decision::Deny(r) => panic!("expected allow, got deny: {r:?}"),
+        Decision::Deny { denial, .. } => panic!("expected allow, got deny: {denial:?}"),
     }
 }
 
 fn denied(decision: Decision) -> Denial {
     match decision {
-        Decision::Deny(r) => r,
+        Decision::Deny { denial, .. } => denial,
         Decision::Allow(a) => panic!("expected deny, got allow: {a:?}"),
     }
 }

@@ -43,7 +43,7 @@ const BOUND: [(&str, &str); 1] = [("resource", "https://api.example/builds/42")]
 fn grant(claims: Value, fields: &[(&str, &str)]) -> Result<Map<String, Value>, ExchangeError> {
     config()
         .grant("job", &subject(claims), &form(fields))
-        .map(|(claims, _)| claims)
+        .map(|g| g.claims)
 }
 
 #[test]

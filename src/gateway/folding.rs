@@ -1,11 +1,12 @@
 //! Paths an upstream folds onto another route: for upstreams whose router ignores case or a
 //! trailing `/`, the route scopegate matched must be the one the upstream will act on.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a part of the gateway, written against its imports"
-)]
-use super::*;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::Gateway;
+use crate::policy::Route;
 
 impl Gateway {
     /// Whether `path`, as the route's upstream folds it (lower-case, no trailing `/`), matches

@@ -1,11 +1,18 @@
 //! Forward-auth mode of the pipeline: read the original request from the trusted ingress,
 //! decide it, and answer 200 with the minted token and identity headers, never forwarding.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a part of the gateway, written against its imports"
-)]
-use super::*;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{Authorized, Gateway, Target};
+use crate::audit::Audit;
+use crate::mint::MintError;
+use crate::reject::Rejection;
 
 impl Gateway {
     /// Handles one request on the forward-auth listener: decide, never forward.
@@ -65,27 +72,31 @@ impl Gateway {
 
 /// The 200 of forward-auth: the minted token and identity headers for the ingress to copy.
 fn allowed_answer(a: &Authorized<'_>) -> Result<Response<Bytes>, Rejection> {
-    let mut builder = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CACHE_CONTROL, "no-store");
-    let header_value = |v: &str| {
-        HeaderValue::from_str(v).map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
-    };
+    let mut response = Response::new(Bytes::new());
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(m) = &a.minted {
-        builder = builder.header(header::AUTHORIZATION, m.authorization.clone());
-        builder = builder.header("x-scopegate-scope", header_value(&a.scopes.join(" "))?);
+        headers.insert(header::AUTHORIZATION, m.authorization.clone());
+        headers.insert(
+            "x-scopegate-scope",
+            HeaderValue::from_str(&a.scopes.join(" ")).map_err(MintError::from)?,
+        );
     }
     if let Some(p) = &a.principal {
         // Subjects are arbitrary strings; one that cannot be a header value is left out.
         if let Ok(v) = HeaderValue::from_str(&p.subject) {
-            builder = builder.header("x-scopegate-subject", v);
+            headers.insert("x-scopegate-subject", v);
         }
     }
     if let Some(org) = &a.organization {
-        builder = builder.header("x-scopegate-organization", header_value(org)?);
+        headers.insert(
+            "x-scopegate-organization",
+            HeaderValue::from_str(org).map_err(MintError::from)?,
+        );
     }
-    builder = builder.header("x-scopegate-route", header_value(&a.route.name)?);
-    builder
-        .body(Bytes::new())
-        .map_err(|_| Rejection::Mint(crate::mint::MintError::Sign))
+    headers.insert(
+        "x-scopegate-route",
+        HeaderValue::from_str(&a.route.name).map_err(MintError::from)?,
+    );
+    Ok(response)
 }

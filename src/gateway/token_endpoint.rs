@@ -1,11 +1,15 @@
 //! The token endpoint of the pipeline: `POST <issuer>/oauth2/token` (RFC 8693), with the
 //! per-address limit on failed client authentication.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "a part of the gateway, written against its imports"
-)]
-use super::*;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::Gateway;
+use crate::exchange::ExchangeConfig;
 
 impl Gateway {
     /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
@@ -16,14 +20,9 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Bytes> {
         use crate::exchange::{
-            ExchangeError, Form, MAX_FORM_BYTES, issue, response, subject_token,
+            ErrorCode, Form, MAX_FORM_BYTES, err, issue, response, subject_token,
         };
-        let bad = |d: &str| {
-            Err(ExchangeError {
-                code: "invalid_request",
-                description: d.to_string(),
-            })
-        };
+        let bad = |d: &str| Err(err(ErrorCode::InvalidRequest, d));
         if request.method() != Method::POST {
             return response(bad("use POST"));
         }
@@ -58,7 +57,7 @@ impl Gateway {
             let client = exchange
                 .authenticate(&parts.headers, &form)
                 .inspect_err(|e| {
-                    if e.code == "invalid_client" && self.auth_failures.record(peer.ip()) {
+                    if e.code == ErrorCode::InvalidClient && self.auth_failures.record(peer.ip()) {
                         tracing::warn!(peer = %peer.ip(), limit = exchange.max_auth_failures_per_minute, "client authentication at the token endpoint failed too often; refusing this address for the rest of the minute");
                     }
                 })?;
@@ -69,23 +68,36 @@ impl Gateway {
                 .verifier
                 .verify(token)
                 .await
-                .map_err(|e| ExchangeError {
-                    code: "invalid_grant",
-                    description: format!("subject token: {e}"),
+                .map_err(|e| {
+                    err(ErrorCode::InvalidGrant, format!("subject token: {e}")).caused_by(e)
                 })?;
-            let (claims, lifetime) = exchange.grant(&client, &subject, &form)?;
-            tracing::info!(client = %client, subject_token = %subject.token_id, "token exchanged");
-            issue(self.minter.signing(), claims, lifetime)
+            let granted = exchange.grant(&client, &subject, &form)?;
+            tracing::info!(client = %client, rule = granted.rule, subject_token = %subject.token_id, "token exchanged");
+            issue(
+                self.minter.signing(),
+                granted.claims,
+                granted.lifetime,
+                self.clock.now(),
+            )
         }
         .await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => e.code,
+            Err(e) => e.code.as_str(),
         };
         self.metrics
             .token_exchanges
             .with_label_values(&[client_label.as_str(), outcome])
             .inc();
+        if let Err(e) = &result
+            && let Some(cause) = &e.cause
+        {
+            if e.code == ErrorCode::ServerError {
+                tracing::error!(client = %client_label, error = %e, cause = %cause, "token exchange failed");
+            } else {
+                tracing::info!(client = %client_label, error = %e, cause = %cause, "token exchange refused");
+            }
+        }
         response(result)
     }
 }

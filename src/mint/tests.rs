@@ -52,7 +52,12 @@ fn verified(signing: &Signing, minted: &Minted) -> Map<String, Value> {
 #[test]
 fn a_minted_token_is_the_rfc_9068_profile_and_never_outlives_the_caller() {
     let signing = signing();
-    let minter = Minter::new(signing.clone(), 100, crate::metrics::Metrics::new());
+    let minter = Minter::new(
+        signing.clone(),
+        100,
+        crate::metrics::Metrics::new(),
+        Default::default(),
+    );
     let p = caller(json!({"azp": "cli"}), 60);
     let scopes = vec!["read".to_string()];
     let minted = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
@@ -81,7 +86,12 @@ fn a_minted_token_is_the_rfc_9068_profile_and_never_outlives_the_caller() {
 
 #[test]
 fn the_cache_reuses_a_token_only_for_the_same_request() {
-    let minter = Minter::new(signing(), 100, crate::metrics::Metrics::new());
+    let minter = Minter::new(
+        signing(),
+        100,
+        crate::metrics::Metrics::new(),
+        Default::default(),
+    );
     let p = caller(json!({}), 600);
     let scopes = vec!["read".to_string()];
     let a = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
@@ -103,7 +113,12 @@ fn the_cache_reuses_a_token_only_for_the_same_request() {
 #[test]
 fn delegation_claims_are_carried_into_the_minted_token() {
     let signing = signing();
-    let minter = Minter::new(signing.clone(), 100, crate::metrics::Metrics::new());
+    let minter = Minter::new(
+        signing.clone(),
+        100,
+        crate::metrics::Metrics::new(),
+        Default::default(),
+    );
     let p = caller(
         json!({"act": {"sub": "job"}, "resource": "https://api/b/1", "bound_path": "/b/1", "bound_methods": ["PUT"]}),
         600,

@@ -39,19 +39,19 @@ struct Bucket {
 /// Every caller's budget, bounded in entries (an idle caller's bucket is dropped: it would be
 /// full again anyway).
 #[derive(Debug)]
-pub struct MissBudget {
+pub(crate) struct MissBudget {
     config: BudgetConfig,
     buckets: moka::sync::Cache<(String, String), Arc<Bucket>>,
 }
 
 /// A miss in flight; its concurrency slot is given back on drop.
 #[derive(Debug)]
-pub struct MissPermit {
+pub(crate) struct MissPermit {
     _slot: OwnedSemaphorePermit,
 }
 
 impl MissBudget {
-    pub fn new(config: BudgetConfig) -> Self {
+    pub(crate) fn new(config: BudgetConfig) -> Self {
         let refill = Duration::from_secs_f64(f64::from(config.burst) / config.per_second);
         Self {
             config,
@@ -63,7 +63,7 @@ impl MissBudget {
     }
 
     /// Takes one miss from the caller's budget, or says how long to wait before trying again.
-    pub fn take(&self, issuer: &str, subject: &str) -> Result<MissPermit, Duration> {
+    pub(crate) fn take(&self, issuer: &str, subject: &str) -> Result<MissPermit, Duration> {
         let config = self.config;
         let bucket = self
             .buckets

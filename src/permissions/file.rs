@@ -48,7 +48,7 @@ struct Organization {
 type Orgs = BTreeMap<(String, String), Organization>;
 
 /// The configured issuers: (name under `issuers:`, issuer URL).
-pub type KnownIssuers = Vec<(String, String)>;
+pub(crate) type KnownIssuers = Vec<(String, String)>;
 
 /// The issuer URL a data file's `issuer:` names.
 fn issuer_of(
@@ -112,7 +112,7 @@ fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
 
 /// Permissions from YAML files.
 #[derive(Debug)]
-pub struct FileBackend {
+pub(crate) struct FileBackend {
     files: Vec<PathBuf>,
     known: KnownIssuers,
     data: ArcSwap<Orgs>,
@@ -121,7 +121,7 @@ pub struct FileBackend {
 
 impl FileBackend {
     /// Loads `files`; an error names the file and line.
-    pub fn load(files: Vec<PathBuf>, known: KnownIssuers) -> Result<Self, String> {
+    pub(crate) fn load(files: Vec<PathBuf>, known: KnownIssuers) -> Result<Self, String> {
         let seen = modified(&files);
         let data = read(&files, &known)?;
         Ok(Self {

@@ -18,7 +18,7 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Permissions from an HTTP API.
 #[derive(Debug)]
-pub struct HttpBackend {
+pub(crate) struct HttpBackend {
     url: http::Uri,
     timeout: Duration,
     slots: tokio::sync::Semaphore,
@@ -38,7 +38,7 @@ struct Body {
 }
 
 impl HttpBackend {
-    pub fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
+    pub(crate) fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(crate::fetch::https_connector(timeout));
@@ -51,11 +51,10 @@ impl HttpBackend {
     }
 
     async fn call(&self, query: &Query) -> Result<Answer, BackendError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| BackendError::Failed("closed".into()))?;
+        // The semaphore is never closed; a closed one would mean no slot, and time out.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Err(BackendError::Timeout);
+        };
         let body = serde_json::json!({
             "subject": query.subject, "organization": query.organization,
             "issuer": query.issuer, "client_id": query.client_id,
@@ -64,12 +63,12 @@ impl HttpBackend {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+            .map_err(BackendError::Request)?;
         let response = self
             .client
             .request(request)
             .await
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+            .map_err(BackendError::Unreachable)?;
         match response.status() {
             http::StatusCode::NOT_FOUND => {
                 return Ok(Answer {
@@ -79,20 +78,15 @@ impl HttpBackend {
             }
             http::StatusCode::OK => {}
             other => {
-                return Err(BackendError::Failed(format!(
-                    "answered HTTP {}",
-                    other.as_u16()
-                )));
+                return Err(BackendError::Status(other));
             }
         }
         let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|_| BackendError::Failed("the answer is unreadable or too large".into()))?
+            .map_err(BackendError::Body)?
             .to_bytes();
-        let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
-            BackendError::Failed(format!("the answer is not the expected JSON: {e}"))
-        })?;
+        let body: Body = serde_json::from_slice(&bytes).map_err(BackendError::Json)?;
         Ok(Answer {
             membership: Membership::Member(Grants {
                 roles: body.roles,

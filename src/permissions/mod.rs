@@ -5,39 +5,17 @@
 //! misses for one key share one backend call (moka's `try_get_with`). When the backend fails,
 //! `on_error: stale` serves the last good answer up to `stale_for`, else the request gets 503.
 
-pub mod budget;
-pub mod file;
-pub mod http;
+pub(crate) mod budget;
+pub(crate) mod file;
+pub(crate) mod http;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
 use crate::metrics::Metrics;
-
-/// What a backend grants a member.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub claims: Map<String, Value>,
-}
-
-/// A backend's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Membership {
-    Member(Grants),
-    /// Not a member of the organization.
-    NotMember,
-}
+use crate::policy::{Grants, Membership};
 
 /// An answer with how long the backend says it may be cached (`None`: the default).
 #[derive(Debug, Clone)]
@@ -56,21 +34,33 @@ pub struct Query {
 }
 
 /// Why the backend could not answer (the request gets 503 unless a stale answer is served).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// No answer in time.
     #[error("the permissions backend timed out")]
     Timeout,
-    /// Connection failure, bad status or bad body.
-    #[error("the permissions backend failed: {0}")]
-    Failed(String),
+    /// The request could not be built (the configured URL is unusable).
+    #[error("the request to the permissions backend could not be built: {0}")]
+    Request(#[source] ::http::Error),
+    /// The backend could not be reached (refused, reset, TLS failure).
+    #[error("the permissions backend could not be reached: {0}")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
+    /// An answer other than 200 (an answer) or 404 (not a member).
+    #[error("the permissions backend answered HTTP {0}")]
+    Status(::http::StatusCode),
+    /// The answer's body could not be read, or is larger than the bound.
+    #[error("the permissions backend's answer is unreadable or too large: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The answer is not the contract's JSON.
+    #[error("the permissions backend's answer is not the expected JSON: {0}")]
+    Json(#[source] serde_json::Error),
     /// The caller is over its budget of cache misses (429): retry after this long.
     #[error("too many lookups of uncached organizations; retry later")]
     Throttled(Duration),
 }
 
 /// A boxed future, so backends can be chosen at run time.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A source of permissions.
 pub trait Backend: Send + Sync + std::fmt::Debug {
@@ -183,8 +173,9 @@ impl Permissions {
         }
     }
 
-    /// The membership of `query`, from cache or the backend.
-    pub async fn lookup(&self, query: &Query) -> Result<Looked, BackendError> {
+    /// The membership of `query`, from cache or the backend. The error is shared: coalesced
+    /// waiters of one failed call all see it.
+    pub async fn lookup(&self, query: &Query) -> Result<Looked, Arc<BackendError>> {
         if let Some(entry) = self.fresh.get(query).await {
             self.metrics
                 .permissions_lookups
@@ -252,7 +243,7 @@ impl Permissions {
                     .limit_rejections
                     .with_label_values(&["permissions_misses"])
                     .inc();
-                Err((*e).clone())
+                Err(e)
             }
             Err(e) => {
                 if called {
@@ -275,7 +266,7 @@ impl Permissions {
                             source: Source::Stale,
                         })
                     }
-                    None => Err((*e).clone()),
+                    None => Err(e),
                 }
             }
         }

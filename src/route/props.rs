@@ -6,7 +6,8 @@ use std::sync::Arc;
 use http::Method;
 use proptest::prelude::*;
 
-use super::{Access, Route, RouteTable};
+use super::RouteTable;
+use crate::policy::{Access, Route};
 
 /// Templates of every kind matchit has: static, parameter, catch-all, prefix and suffix.
 const TEMPLATES: &[(&str, Option<Method>, Option<&str>)] = &[

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::{Access, Route, RouteTable};
+use super::RouteTable;
+use crate::policy::{Access, Route};
 
 fn route(name: &str, method: Option<Method>, host: Option<&str>, path: &str) -> Arc<Route> {
     Arc::new(Route {

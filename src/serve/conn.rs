@@ -2,11 +2,22 @@
 //! first byte (408 when it sends nothing), and the drive loop that closes it when idle or told
 //! to go. `spawn_listener` in the parent accepts; this module keeps each connection honest.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "the connection half of the listener module, written against its imports"
-)]
-use super::*;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 /// How long a connection told to go (HTTP/2 GOAWAY on idle or drain) may take with nothing in
 /// flight before it is dropped: one round trip for a request already on the wire, and for the

@@ -7,8 +7,9 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use super::{AuthError, Principal, TokenKind, bearer, principal, token_hash};
+use super::{AuthError, Principal, TokenKind, bearer, check_times, principal, token_hash};
 use crate::policy::{IssuerConfig, KeysSource, ScopesFormat};
+use crate::token::unix_now;
 
 fn headers(values: &[&[u8]]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -99,7 +100,7 @@ fn base(extra: Value) -> Map<String, Value> {
 }
 
 fn run(issuer: &Arc<IssuerConfig>, claims: Map<String, Value>) -> Result<Principal, AuthError> {
-    principal(issuer, claims, &token_hash("abc"), None)
+    principal(issuer, claims, &token_hash("abc"), None, unix_now())
 }
 
 #[test]
@@ -109,7 +110,7 @@ fn scopegate_tokens_are_told_apart_by_token_use() {
             "sub_id".into(),
             json!({"format": "iss_sub", "iss": "https://idp.example", "sub": "alice"}),
         );
-        principal(&space(), claims, &token_hash("abc"), Some(1))
+        principal(&space(), claims, &token_hash("abc"), Some(1), unix_now())
     };
     assert_eq!(
         own(base(json!({"token_use": "upstream"}))).unwrap().kind,
@@ -237,7 +238,15 @@ fn principal_keeps_every_claim_and_its_issuer() {
 /// its subject's original issuer in `sub_id`, which must be there and name the same `sub`.
 #[test]
 fn scopegate_tokens_carry_the_original_issuer_of_their_subject() {
-    let own = |extra: Value| principal(&space(), base(extra), &token_hash("abc"), Some(1));
+    let own = |extra: Value| {
+        principal(
+            &space(),
+            base(extra),
+            &token_hash("abc"),
+            Some(1),
+            unix_now(),
+        )
+    };
     let ok = own(json!({"token_use": "upstream", "sub_id": {"format": "iss_sub", "iss": "https://partner.example", "sub": "alice"}})).unwrap();
     assert_eq!(ok.origin, "https://partner.example");
     for bad in [
@@ -269,4 +278,42 @@ fn a_lifetime_longer_than_the_issuers_maximum_is_refused() {
     assert_eq!(run(&issuer, far).err(), Some(AuthError::LifetimeTooLong));
     let near = claims(json!({"sub": "alice", "exp": now + 3000}));
     assert!(run(&issuer, near).is_ok());
+}
+
+/// `exp` and `nbf` are checked against scopegate's clock, with the issuer's leeway, and must be
+/// integers (a string `exp` is a bad claim, never "no expiry").
+#[test]
+fn token_times_are_checked_against_the_clock_with_leeway() {
+    let at = |v: Value| v.as_object().unwrap().clone();
+    let now = 1_000_000;
+    assert_eq!(check_times(&at(json!({"exp": now + 1})), now, 0), Ok(()));
+    assert_eq!(check_times(&at(json!({"exp": now - 30})), now, 30), Ok(()));
+    assert_eq!(
+        check_times(&at(json!({"exp": now - 31})), now, 30),
+        Err(AuthError::Expired)
+    );
+    assert_eq!(
+        check_times(&at(json!({"exp": now + 60, "nbf": now + 31})), now, 30),
+        Err(AuthError::NotYetValid)
+    );
+    assert_eq!(
+        check_times(&at(json!({"exp": now + 60, "nbf": now + 30})), now, 30),
+        Ok(())
+    );
+    for bad in [json!({}), json!({"exp": "2000000000"}), json!({"exp": -1})] {
+        assert_eq!(
+            check_times(&at(bad), now, 30),
+            Err(AuthError::BadClaim("exp"))
+        );
+    }
+    assert_eq!(
+        check_times(&at(json!({"exp": now + 60, "nbf": "0"})), now, 30),
+        Err(AuthError::BadClaim("nbf"))
+    );
+    // The clock a test moves: every copy sees the skew.
+    let clock = crate::token::Clock::default();
+    let copy = clock.clone();
+    let before = copy.now();
+    clock.advance(Duration::from_secs(3600));
+    assert!(copy.now() >= before + 3600);
 }

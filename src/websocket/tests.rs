@@ -5,8 +5,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Bounds, Meters, Reason, UpgradeError, requested, run};
+use super::{Meters, Reason, UpgradeError, requested, run};
 use crate::metrics::Metrics;
+use crate::policy::WebSocketBounds as Bounds;
 
 fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -68,20 +69,20 @@ fn only_a_well_formed_websocket_get_is_an_upgrade() {
 
 #[test]
 fn a_tunnel_never_outlives_its_token_and_max_lifetime_only_shortens_it() {
-    let now = crate::token::unix_now();
+    let now = 1_700_000_000;
     let bounds = |max| Bounds {
         idle_timeout: Duration::from_secs(300),
         max_lifetime: max,
     };
-    let lifetime = |max, exp| bounds(max).tunnel(exp).lifetime;
+    let lifetime = |max, exp| super::tunnel(&bounds(max), exp, now).lifetime;
     let left = lifetime(None, Some(now + 100));
-    assert!(left <= Duration::from_secs(100) && left >= Duration::from_secs(98));
+    assert_eq!(left, Duration::from_secs(100));
     assert_eq!(
         lifetime(Some(Duration::from_secs(10)), Some(now + 100)),
         Duration::from_secs(10)
     );
     let capped = lifetime(Some(Duration::from_secs(1000)), Some(now + 100));
-    assert!(capped <= Duration::from_secs(100));
+    assert_eq!(capped, Duration::from_secs(100));
     assert_eq!(lifetime(None, Some(now - 5)), Duration::ZERO, "expired");
     assert_eq!(
         lifetime(Some(Duration::from_secs(7)), None),

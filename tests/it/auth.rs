@@ -476,7 +476,7 @@ async fn the_verified_token_cache_is_bounded() {
             StatusCode::OK
         );
     }
-    let cached = h.gateway.gateway().cached_tokens();
+    let cached = h.gateway.cache_sizes().await.verified_tokens;
     assert!(cached <= 5, "cache holds {cached} entries, bound is 5");
     assert!(cached >= 1);
 }

@@ -177,6 +177,100 @@ fn a_cycle_is_found_when_there_is_one() {
     );
 }
 
+/// The layers of `src/`, from the bottom. A module may import from its own layer (the graph
+/// stays acyclic, tested above) and the layers below, never from a layer above; every module
+/// has a layer, so a new one is placed on purpose. The README's module map lists the same.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "leaves",
+        &[
+            "condition",
+            "fetch",
+            "forward_auth",
+            "host",
+            "inbound",
+            "keys",
+            "metrics",
+            "normalize",
+            "supervise",
+            "token",
+        ],
+    ),
+    ("policy", &["policy"]),
+    ("caller and issuer", &["principal", "signing"]),
+    (
+        "stages",
+        &[
+            "decide",
+            "exchange",
+            "jwks",
+            "mint",
+            "org",
+            "permissions",
+            "proxy",
+            "route",
+            "verify",
+            "websocket",
+        ],
+    ),
+    ("configuration", &["config", "described"]),
+    ("modes", &["audit", "explain", "gateway", "reject"]),
+    ("server", &["admin", "reload", "serve", "state"]),
+    ("entry", &["cli", "dev", "dev_issuer", "echo"]),
+];
+
+/// The layer of a module: that of its top-level module (`permissions::file` is `permissions`).
+fn layer_of(module: &str) -> Option<usize> {
+    let top = module.split("::").next().unwrap_or(module);
+    LAYERS.iter().position(|(_, names)| names.contains(&top))
+}
+
+/// Imports that point from a module up to a layer above it, as `from -> to`.
+fn upward(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (from, targets) in edges {
+        for to in targets {
+            if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
+                && b > a
+            {
+                found.push(format!(
+                    "{from} ({}) -> {to} ({})",
+                    LAYERS[a].0, LAYERS[b].0
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_module_has_a_layer_and_imports_only_downward() {
+    let modules = modules();
+    let unplaced: Vec<&String> = modules.keys().filter(|m| layer_of(m).is_none()).collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules without a layer in LAYERS: {unplaced:?}"
+    );
+    let up = upward(&edges(&modules));
+    assert!(up.is_empty(), "imports pointing up:\n{}", up.join("\n"));
+}
+
+/// The check itself: an import from a leaf up to a stage is found.
+#[test]
+fn an_upward_import_is_found() {
+    let modules: BTreeMap<String, String> = [
+        ("token", "use crate::mint::Minted;"),
+        ("mint", "use crate::token::X;"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        upward(&edges(&modules)),
+        ["token (leaves) -> mint (stages)"]
+    );
+}
+
 /// Small modules with one job each: no source file of `src/` grows past 600 lines.
 #[test]
 fn no_source_file_is_over_600_lines() {

@@ -99,12 +99,7 @@ async fn reloads_under_load_never_fail_a_request_nor_decide_on_a_half_loaded_con
     let config = scopegate::config::load(&disk.server_file()).unwrap();
     let watched = config.watched.clone();
     let running = scopegate::serve::start(config).await.unwrap();
-    scopegate::reload::spawn(
-        running.shared.clone(),
-        disk.server_file(),
-        watched,
-        Duration::from_millis(40),
-    );
+    running.reload_on_change(disk.server_file(), watched, Duration::from_millis(40));
 
     let stop = Arc::new(AtomicBool::new(false));
     let token = disk.token("read:builds extra:x");
@@ -176,12 +171,7 @@ async fn new_routes_issuers_and_signing_keys_take_effect_without_a_restart() {
     let config = scopegate::config::load(&disk.server_file()).unwrap();
     let watched = config.watched.clone();
     let running = scopegate::serve::start(config).await.unwrap();
-    scopegate::reload::spawn(
-        running.shared.clone(),
-        disk.server_file(),
-        watched,
-        Duration::from_millis(40),
-    );
+    running.reload_on_change(disk.server_file(), watched, Duration::from_millis(40));
     let client = TestClient::new();
     let get = |path: &str, token: &str| {
         let (client, url, bearer) = (

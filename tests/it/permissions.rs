@@ -166,13 +166,7 @@ async fn the_permissions_cache_is_bounded() {
             StatusCode::OK
         );
     }
-    let cached = h
-        .gateway
-        .gateway()
-        .permissions()
-        .unwrap()
-        .cached_entries()
-        .await;
+    let cached = h.gateway.cache_sizes().await.permissions;
     assert!(
         (1..=5).contains(&cached),
         "permissions cache holds {cached}, bound 5"

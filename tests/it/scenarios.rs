@@ -274,7 +274,7 @@ async fn minted_tokens_are_reused_from_a_bounded_cache() {
             StatusCode::OK
         );
     }
-    let cached = h.gateway.gateway().cached_minted_tokens();
+    let cached = h.gateway.cache_sizes().await.minted_tokens;
     assert!(
         (1..=5).contains(&cached),
         "mint cache holds {cached}, bound 5"

@@ -426,14 +426,13 @@ async fn an_open_tunnel_keeps_its_connection_slot_and_shutdown_closes_it() {
     until_closed(&mut first).await;
     until_closed(&mut third).await;
     // The admin listener is gone with the shutdown: read the registry itself.
-    let closures = h.gateway.gateway().metrics.websocket_closures.clone();
-    let shutdown = closures.with_label_values(&["shutdown"]);
+    let line = "scopegate_websocket_closures_total{reason=\"shutdown\"} 2";
     let deadline = Instant::now() + Duration::from_secs(5);
-    while shutdown.get() < 2 {
+    while !h.gateway.metrics().lines().any(|l| l == line) {
         assert!(
             Instant::now() < deadline,
-            "{} closed by the shutdown",
-            shutdown.get()
+            "not 2 closed by the shutdown:\n{}",
+            h.gateway.metrics()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

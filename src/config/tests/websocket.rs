@@ -6,7 +6,7 @@ use http::Method;
 
 use super::{assert_error, load, one_error, policy_route, server};
 use crate::config::defaults;
-use crate::websocket::Bounds;
+use crate::policy::WebSocketBounds as Bounds;
 
 /// The bounds of the loaded route `r` at `/x`, written with `body` after its name.
 fn bounds(body: &str) -> Option<Bounds> {

@@ -126,6 +126,8 @@ pub struct Harness {
     pub echo: SocketAddr,
     pub gateway: Running,
     pub client: TestClient,
+    /// The gateway's clock: tests advance it instead of sleeping past a token's `exp`.
+    pub clock: scopegate::token::Clock,
     _stop: watch::Sender<bool>,
 }
 
@@ -174,12 +176,14 @@ impl Harness {
             &policies,
         )
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let clock = config.clock.clone();
         let gateway = scopegate::serve::start(config).await.unwrap();
         Self {
             issuer,
             echo,
             gateway,
             client: TestClient::new(),
+            clock,
             _stop: stop,
         }
     }
