@@ -39,8 +39,23 @@ pub struct FetchClient {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
-/// An HTTPS-or-HTTP connector on aws-lc-rs with the bundled web PKI roots.
-pub(crate) fn https_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+/// The protocols a TLS connection offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    /// No offer: HTTP/1.1.
+    Http1,
+    /// `h2` only.
+    H2,
+    /// `h2` and `http/1.1`: the server picks.
+    Both,
+}
+
+/// An HTTPS-or-HTTP connector on aws-lc-rs with the bundled web PKI roots, offering `alpn` over
+/// TLS.
+pub(crate) fn https_connector(
+    connect_timeout: Duration,
+    alpn: Alpn,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -48,11 +63,11 @@ pub(crate) fn https_connector(connect_timeout: Duration) -> HttpsConnector<HttpC
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     match builder.with_provider_and_webpki_roots(provider) {
-        Ok(b) => b
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http),
+        Ok(b) => match alpn {
+            Alpn::Http1 => b.https_or_http().enable_http1().wrap_connector(http),
+            Alpn::H2 => b.https_or_http().enable_http2().wrap_connector(http),
+            Alpn::Both => b.https_or_http().enable_all_versions().wrap_connector(http),
+        },
         // Only fails when the provider lacks safe protocol versions, which aws-lc-rs has.
         Err(e) => unreachable!("aws-lc-rs supports the default TLS versions: {e}"),
     }
@@ -62,7 +77,7 @@ impl FetchClient {
     pub fn new() -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(https_connector(Duration::from_secs(5)));
+            .build(https_connector(Duration::from_secs(5), Alpn::Both));
         Self { client }
     }
 

@@ -34,6 +34,7 @@ use crate::verify::Verifier;
 
 mod folding;
 mod forward_auth;
+mod outcome;
 mod token_endpoint;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
@@ -85,7 +86,7 @@ pub struct Gateway {
     /// Failed token-endpoint client authentications per address.
     auth_failures: crate::exchange::AuthFailures,
     forward_auth: ForwardAuthConfig,
-    requests: RequestRules,
+    requests: Arc<RequestRules>,
     pub metrics: Metrics,
     /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
@@ -161,7 +162,7 @@ impl Gateway {
             ),
             exchange: config.exchange,
             forward_auth: config.forward_auth,
-            requests: config.requests,
+            requests: Arc::new(config.requests),
             metrics,
             issuers,
             own_paths,
@@ -248,29 +249,31 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let traceparent = crate::audit::traceparent(&parts.headers).map(str::to_string);
+        let grpc = crate::grpc::requested(&parts.headers);
         let result = self
             .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
             .await;
-        let (response, reason, allowed) = match result {
-            Ok(r) => (r.map(Either::Left), "allowed", true),
+        // A gRPC refusal is counted and logged under the HTTP status it stands for.
+        let (status, response, reason, allowed) = match result {
+            Ok(r) => (r.status(), r.map(Either::Left), "allowed", true),
             Err(rejection) => {
                 let (code, after_allow) = (rejection.code(), rejection.after_allow());
-                let response = self.reject(rejection, started);
-                (
-                    response.map(|b| Either::Right(Full::new(b))),
-                    code,
-                    after_allow,
-                )
+                let status = rejection.status();
+                let response = self.reject(rejection, started, grpc);
+                let response = response.map(|b| Either::Right(Full::new(b)));
+                (status, response, code, after_allow)
             }
         };
+        let (method, traceparent) = (method.as_str(), traceparent.as_deref());
+        let decided = (allowed, reason);
         self.finish(
             &audit,
             "proxy",
-            method.as_str(),
-            (allowed, reason),
-            traceparent.as_deref(),
+            method,
+            decided,
+            traceparent,
             started,
-            &response,
+            status,
         );
         response
     }
@@ -360,51 +363,6 @@ impl Gateway {
             return Err(Rejection::BodyTooLarge);
         }
         Ok(())
-    }
-
-    fn reject(&self, rejection: Rejection, started: Instant) -> Response<Bytes> {
-        // A failure after the allow (upstream) had its gateway time recorded as an allow.
-        if !rejection.after_allow() {
-            self.metrics
-                .gateway_duration
-                .with_label_values(&["deny"])
-                .observe(started.elapsed().as_secs_f64());
-        }
-        rejection.to_response()
-    }
-
-    /// Counts the request and writes its audit event.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site per mode; a struct would only rename them"
-    )]
-    fn finish<B>(
-        &self,
-        audit: &Audit<'_>,
-        mode: &'static str,
-        method: &str,
-        (allowed, reason): (bool, &'static str),
-        traceparent: Option<&str>,
-        started: Instant,
-        response: &Response<B>,
-    ) {
-        let status = response.status();
-        // The gateway's decision, not the upstream's answer: an allowed request whose upstream
-        // said 404 or failed was still allowed.
-        let decision = if allowed { "allow" } else { "deny" };
-        self.metrics
-            .requests
-            .with_label_values(&[audit.route, decision, status.as_str()])
-            .inc();
-        audit.emit(&crate::audit::Outcome {
-            mode,
-            method,
-            status: status.as_u16(),
-            decision,
-            reason,
-            latency: started.elapsed(),
-            traceparent,
-        });
     }
 
     /// Decides a request: the whole pipeline up to and including minting.

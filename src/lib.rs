@@ -19,6 +19,7 @@ pub(crate) mod explain;
 pub(crate) mod fetch;
 pub mod forward_auth;
 pub(crate) mod gateway;
+pub(crate) mod grpc;
 pub mod host;
 pub mod inbound;
 pub(crate) mod jwks;

@@ -1,5 +1,7 @@
-//! Forwarding: one pooled keep-alive client per upstream, request header rewriting as an ordered
-//! list of steps, and upstream failures mapped to 502/504. Bodies stream through untouched.
+//! Forwarding: pooled keep-alive clients per upstream (HTTP/1.1, HTTP/2 or both, by its
+//! `protocol`), request header rewriting as an ordered list of steps, and upstream failures
+//! mapped to 502/504. Bodies and trailers stream through; request trailers lose what headers of
+//! the same names would.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,15 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Frame, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::fetch::Alpn;
+use crate::inbound::RequestRules;
 use crate::metrics::Metrics;
-use crate::policy::UpstreamConfig;
+use crate::policy::{UpstreamConfig, UpstreamProtocol};
 
 /// Why an upstream did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,11 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// What the pipeline knows about the inbound request that forwarding needs.
 #[derive(Debug)]
 pub(crate) struct Inbound<'a> {
@@ -122,7 +131,7 @@ pub(crate) struct Inbound<'a> {
     /// What replaces the client's `Authorization` (the minted token), or `None` to send none.
     pub authorization: Option<HeaderValue>,
     /// Override headers to strip and the other header steps.
-    pub rules: &'a crate::inbound::RequestRules,
+    pub rules: &'a Arc<RequestRules>,
     /// The request header the decision read the organization from, if any.
     pub decision_header: Option<&'a HeaderName>,
     /// An allowed WebSocket upgrade: its `Upgrade` and `Connection` are forwarded, not stripped.
@@ -145,12 +154,65 @@ pub(crate) struct Upstreams {
     metrics: Metrics,
 }
 
-/// One upstream's pooled client, the slots bounding its requests in flight, and its `Host`.
+/// One upstream's pooled clients, the slots bounding its requests in flight, and its `Host`.
 #[derive(Debug)]
 struct Pooled {
-    client: UpstreamClient,
+    /// HTTP/1.1 (`http1`; `auto` for HTTP/1 clients and WebSocket upgrades).
+    http1: Option<UpstreamClient>,
+    /// HTTP/2 (`h2c`, `h2`; `auto` for HTTP/2 clients), and the version its requests carry.
+    http2: Option<(UpstreamClient, Version)>,
     slots: tokio::sync::Semaphore,
     host: HeaderValue,
+}
+
+impl Pooled {
+    fn new(u: &UpstreamConfig) -> Self {
+        let client = |alpn: Alpn| {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(256)
+                // HTTP/2 only when nothing else is offered: with prior knowledge on `http://`.
+                .http2_only(alpn == Alpn::H2);
+            builder.build(crate::fetch::https_connector(u.connect_timeout, alpn))
+        };
+        let tls = u.scheme == http::uri::Scheme::HTTPS;
+        let (http1, http2) = match u.protocol {
+            UpstreamProtocol::Http1 => (Some(client(Alpn::Http1)), None),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                (None, Some((client(Alpn::H2), Version::HTTP_2)))
+            }
+            // The server picks by ALPN; hyper speaks HTTP/2 on an `h2` connection whatever
+            // version the request names, and HTTP/1.1 is the one that fits both.
+            UpstreamProtocol::Auto if tls => (
+                Some(client(Alpn::Http1)),
+                Some((client(Alpn::Both), Version::HTTP_11)),
+            ),
+            UpstreamProtocol::Auto => (
+                Some(client(Alpn::Http1)),
+                Some((client(Alpn::H2), Version::HTTP_2)),
+            ),
+        };
+        Self {
+            http1,
+            http2,
+            slots: tokio::sync::Semaphore::new(u.max_concurrency),
+            // An `Authority` is always a valid header value.
+            host: HeaderValue::from_str(u.authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+        }
+    }
+
+    /// The client for a request the client sent as `version`, and the version to send.
+    fn client(&self, version: Version, websocket: bool) -> Option<(&UpstreamClient, Version)> {
+        let http1 = self.http1.as_ref().map(|c| (c, Version::HTTP_11));
+        let http2 = self.http2.as_ref().map(|(c, v)| (c, *v));
+        match (http1, http2) {
+            (Some(_), Some(h2)) if version == Version::HTTP_2 && !websocket => Some(h2),
+            (Some(h1), _) => Some(h1),
+            (None, h2) => h2,
+        }
+    }
 }
 
 impl Upstreams {
@@ -161,24 +223,7 @@ impl Upstreams {
     ) -> Self {
         let clients = upstreams
             .into_iter()
-            .map(|u| {
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(256)
-                    .build(crate::fetch::https_connector(u.connect_timeout));
-                // An `Authority` is always a valid header value.
-                let host = HeaderValue::from_str(u.authority.as_str())
-                    .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-                let slots = tokio::sync::Semaphore::new(u.max_concurrency);
-                (
-                    u.name.clone(),
-                    Pooled {
-                        client,
-                        slots,
-                        host,
-                    },
-                )
-            })
+            .map(|u| (u.name.clone(), Pooled::new(u)))
             .collect();
         Self {
             clients,
@@ -198,27 +243,38 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         use http_body_util::BodyExt;
         let timeout = self.body_read_timeout;
-        // A request without a body (most GETs) has nothing to stall: no timer for it.
-        let mut request = request.map(|body| match max_body {
-            None if hyper::body::Body::is_end_stream(&body) => {
-                body.map_err(Into::into).boxed_unsync()
-            }
-            // A stream that outgrows the bound is cut off (the upstream sees an aborted body).
-            Some(n) => Stalling::new(
-                http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)),
-                timeout,
-            )
-            .boxed_unsync(),
-            None => Stalling::new(body, timeout).boxed_unsync(),
-        });
-        let Pooled {
-            client,
-            slots,
-            host: upstream_host,
-        } = self
+        let pooled = self
             .clients
             .get(&upstream.name)
             .ok_or(UpstreamError::Unavailable)?;
+        let (client, version) = pooled
+            .client(request.version(), inbound.websocket)
+            .ok_or(UpstreamError::Unavailable)?;
+        let trailers = TrailerRules {
+            rules: inbound.rules.clone(),
+            decision: inbound.decision_header.cloned(),
+        };
+        let mut request = request.map(|body| {
+            // A request without a body (most GETs) has nothing to stall: no timer for it.
+            if hyper::body::Body::is_end_stream(&body) {
+                return body.map_err(Into::into).boxed_unsync();
+            }
+            let body = body.map_frame(move |f| trailers.clean(f));
+            match max_body {
+                // A stream that outgrows the bound is cut off (the upstream sees an aborted body).
+                Some(n) => Stalling::new(
+                    http_body_util::Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)),
+                    timeout,
+                )
+                .boxed_unsync(),
+                None => Stalling::new(body, timeout).boxed_unsync(),
+            }
+        });
+        let Pooled {
+            slots,
+            host: upstream_host,
+            ..
+        } = pooled;
         // Held until the response headers arrive; the body then streams outside the bound.
         let _slot = slots.try_acquire().map_err(|_| {
             self.metrics
@@ -232,7 +288,12 @@ impl Upstreams {
             .host
             .and_then(|h| HeaderValue::from_str(h.authority()).ok());
         let headers = request.headers_mut();
+        let te_trailers = asks_for_trailers(headers);
         strip_hop_by_hop(headers);
+        // The one `TE` that passes: gRPC servers read it as "this client takes trailers".
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if inbound.websocket {
             set_websocket_upgrade(headers);
         }
@@ -242,11 +303,16 @@ impl Upstreams {
             .rewrite_headers(headers, inbound.decision_header);
         set_authorization(headers, inbound.authorization.clone());
         set_forwarded(headers, inbound, host);
-        // HTTP/1 upstreams get the upstream's own authority; the client's is in X-Forwarded-Host.
-        *request.version_mut() = http::Version::HTTP_11;
-        request
-            .headers_mut()
-            .insert(header::HOST, upstream_host.clone());
+        // The upstream's own authority (`:authority` on HTTP/2, from the URI); the client's is in
+        // X-Forwarded-Host.
+        *request.version_mut() = version;
+        if version == Version::HTTP_2 {
+            request.headers_mut().remove(header::HOST);
+        } else {
+            request
+                .headers_mut()
+                .insert(header::HOST, upstream_host.clone());
+        }
         let started = Instant::now();
         let result = tokio::time::timeout(upstream.timeout, client.request(request)).await;
         self.metrics
@@ -273,6 +339,53 @@ impl Upstreams {
             set_websocket_upgrade(response.headers_mut());
         }
         Ok(response)
+    }
+}
+
+/// Whether the request's `TE` is exactly `trailers`.
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TE).iter();
+    values
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        && values.next().is_none()
+}
+
+/// What request trailers lose before they go upstream: every field a header of that name would
+/// lose or have replaced, the decision's own header, and any `_` name. An upstream that merges
+/// trailers into headers then reads only what was judged.
+#[derive(Debug)]
+struct TrailerRules {
+    rules: Arc<RequestRules>,
+    decision: Option<HeaderName>,
+}
+
+impl TrailerRules {
+    fn clean(&self, frame: Frame<bytes::Bytes>) -> Frame<bytes::Bytes> {
+        let mut trailers = match frame.into_trailers() {
+            Ok(t) => t,
+            Err(data) => return data,
+        };
+        strip_hop_by_hop(&mut trailers);
+        strip_owned(&mut trailers);
+        self.rules
+            .rewrite_headers(&mut trailers, self.decision.as_ref());
+        for name in [&header::AUTHORIZATION, &header::HOST, &header::FORWARDED]
+            .into_iter()
+            .chain([&XFF, &XFP, &XFH, &X_REAL_IP])
+            .chain(self.decision.as_ref())
+        {
+            trailers.remove(name);
+        }
+        let aliases: Vec<HeaderName> = trailers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in aliases {
+            trailers.remove(name);
+        }
+        Frame::trailers(trailers)
     }
 }
 
@@ -361,10 +474,7 @@ pub(crate) fn strip_owned(headers: &mut HeaderMap) {
 /// are removed: scopegate does not set them, so a client's copy would stand unchallenged.
 fn set_forwarded(headers: &mut HeaderMap, inbound: &Inbound<'_>, host: Option<HeaderValue>) {
     headers.remove(header::FORWARDED);
-    headers.remove("x-real-ip");
-    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    headers.remove(&X_REAL_IP);
     let peer = inbound.peer.ip().to_string();
     let previous: Vec<&str> = headers
         .get_all(&XFF)

@@ -273,6 +273,17 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// The answer to a gRPC request (`content_type` is its own): [`to_response`]'s status as a
+    /// gRPC code ([`crate::grpc::code`]), its problem code and detail as `grpc-message`.
+    ///
+    /// [`to_response`]: Self::to_response
+    pub fn to_grpc_response(&self, content_type: HeaderValue) -> Response<Bytes> {
+        let message = format!("{} ({})", self, self.code());
+        crate::grpc::answer(self.to_response(), content_type, &message)
+    }
+}
+
 impl From<crate::decide::Denial> for Rejection {
     fn from(denial: crate::decide::Denial) -> Self {
         use crate::decide::Denial;

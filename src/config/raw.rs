@@ -287,6 +287,19 @@ pub(crate) struct Upstream {
     /// refuse a path that would match another route with or without it.
     #[serde(default)]
     pub(crate) folds_trailing_slash: bool,
+    /// The HTTP version spoken to the upstream (default `http1`).
+    #[serde(default)]
+    pub(crate) protocol: Option<Protocol>,
+}
+
+/// `upstreams.<name>.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    Http1,
+    H2c,
+    H2,
+    Auto,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -182,6 +182,14 @@ pub(super) fn route(
                 );
                 ok = false;
             }
+            if let Some(u) = upstream.as_ref().filter(|u| !u.protocol.carries_http1()) {
+                check.error(
+                    &at("websocket"),
+                    format!("route `{name}` accepts WebSocket upgrades, but upstream `{}` speaks only HTTP/2", u.name),
+                    "a WebSocket handshake is HTTP/1.1: give the upstream `protocol: http1` or `auto`, or remove `websocket`",
+                );
+                ok = false;
+            }
             let bounds = websocket(check, i, w, raw.public);
             ok &= bounds.is_some();
             bounds

@@ -10,8 +10,8 @@ use super::limits::bounded;
 use super::locate::Step;
 use super::{Check, defaults, raw};
 use crate::policy::{
-    Combine, IssuerConfig, KeysSource, ScopesFormat, UpstreamConfig, asymmetric_algorithm,
-    is_loopback,
+    Combine, IssuerConfig, KeysSource, ScopesFormat, UpstreamConfig, UpstreamProtocol,
+    asymmetric_algorithm, is_loopback,
 };
 
 pub(super) fn socket_addr(check: &mut Check<'_>, key: &str, value: &str) -> SocketAddr {
@@ -249,6 +249,7 @@ pub(super) fn upstream(
             "remove the `?...` part",
         );
     }
+    let protocol = protocol(check, &at("protocol"), raw.protocol, &scheme);
     Some(UpstreamConfig {
         name: name.to_string(),
         scheme,
@@ -275,5 +276,38 @@ pub(super) fn upstream(
         ),
         folds_case: raw.folds_case,
         folds_trailing_slash: raw.folds_trailing_slash,
+        protocol,
     })
+}
+
+/// An upstream's `protocol`, which must fit its URL: `h2` needs TLS, `h2c` is plain text.
+fn protocol(
+    check: &mut Check<'_>,
+    at: &[Step<'_>],
+    raw: Option<raw::Protocol>,
+    scheme: &http::uri::Scheme,
+) -> UpstreamProtocol {
+    let tls = *scheme == http::uri::Scheme::HTTPS;
+    match raw {
+        None | Some(raw::Protocol::Http1) => UpstreamProtocol::Http1,
+        Some(raw::Protocol::Auto) => UpstreamProtocol::Auto,
+        Some(raw::Protocol::H2) if !tls => {
+            check.error(
+                at,
+                "`protocol: h2` is HTTP/2 over TLS, but the upstream URL is `http://`",
+                "for a plain-text HTTP/2 (gRPC) server use `protocol: h2c`; for TLS write an `https://` URL",
+            );
+            UpstreamProtocol::H2
+        }
+        Some(raw::Protocol::H2) => UpstreamProtocol::H2,
+        Some(raw::Protocol::H2c) if tls => {
+            check.error(
+                at,
+                "`protocol: h2c` is plain-text HTTP/2, but the upstream URL is `https://`",
+                "over TLS use `protocol: h2` (HTTP/2 chosen by ALPN); `h2c` is for `http://` URLs",
+            );
+            UpstreamProtocol::H2c
+        }
+        Some(raw::Protocol::H2c) => UpstreamProtocol::H2c,
+    }
 }

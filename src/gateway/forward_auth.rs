@@ -53,7 +53,7 @@ impl Gateway {
             }
             Err(rejection) => {
                 let (code, after_allow) = (rejection.code(), rejection.after_allow());
-                (self.reject(rejection, started), code, after_allow)
+                (self.reject(rejection, started, None), code, after_allow)
             }
         };
         let response = response.map(Full::new);
@@ -64,7 +64,7 @@ impl Gateway {
             (allowed, reason),
             traceparent,
             started,
-            &response,
+            response.status(),
         );
         response
     }

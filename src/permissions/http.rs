@@ -41,7 +41,10 @@ impl HttpBackend {
     pub(crate) fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(crate::fetch::https_connector(timeout));
+            .build(crate::fetch::https_connector(
+                timeout,
+                crate::fetch::Alpn::Both,
+            ));
         Self {
             url,
             timeout,

@@ -113,6 +113,30 @@ pub struct UpstreamConfig {
     /// Its router ignores a trailing `/`: a path that is another route's with or without it is
     /// refused.
     pub folds_trailing_slash: bool,
+    /// The HTTP version spoken to it.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version scopegate speaks to an upstream, validated against its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS, no ALPN offer: the server speaks HTTP/1.1).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`http://` only): plain-text gRPC servers.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN (`https://` only).
+    H2,
+    /// What the client spoke: HTTP/2 clients get HTTP/2 (h2c on `http://`; on `https://` ALPN
+    /// offers `h2` and `http/1.1`), HTTP/1 clients and WebSocket upgrades HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// Whether a WebSocket upgrade (an HTTP/1.1 mechanism) can reach the upstream.
+    pub fn carries_http1(self) -> bool {
+        matches!(self, Self::Http1 | Self::Auto)
+    }
 }
 
 /// Size, cache and connection bounds.

@@ -112,3 +112,38 @@ fn only_upstream_failures_come_after_the_allow() {
     assert!(!Rejection::NotMember.after_allow());
     assert!(!Rejection::Throttled(Duration::from_secs(1)).after_allow());
 }
+
+/// A gRPC request's refusal keeps the HTTP answer's decision: its status as the gRPC code, its
+/// detail and problem code as the message, its challenge as metadata.
+#[test]
+fn grpc_answers_carry_the_code_of_the_http_status() {
+    let grpc = HeaderValue::from_static("application/grpc");
+    for (r, code) in [
+        (Rejection::Auth(AuthError::Missing), "16"),
+        (Rejection::Auth(AuthError::Expired), "16"),
+        (
+            Rejection::InsufficientScope {
+                required: "a".into(),
+            },
+            "7",
+        ),
+        (Rejection::NotMember, "7"),
+        (Rejection::NoRoute, "12"),
+        (Rejection::Upstream(UpstreamError::Unavailable), "14"),
+        (Rejection::Upstream(UpstreamError::Timeout), "14"),
+        (Rejection::Upstream(UpstreamError::Busy), "14"),
+        (Rejection::PermissionsUnavailable, "14"),
+        (Rejection::Throttled(Duration::from_secs(2)), "8"),
+        (Rejection::Path(PathError::DotSegment), "3"),
+    ] {
+        let response = r.to_grpc_response(grpc.clone());
+        assert_eq!(response.status(), StatusCode::OK, "{r:?}");
+        assert_eq!(response.headers()["grpc-status"], code, "{r:?}");
+        let message = response.headers()["grpc-message"].to_str().unwrap();
+        assert!(message.contains(r.code()), "{message}");
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE),
+            r.to_response().headers().get(header::WWW_AUTHENTICATE)
+        );
+    }
+}

@@ -187,6 +187,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "condition",
             "fetch",
             "forward_auth",
+            "grpc",
             "host",
             "inbound",
             "keys",

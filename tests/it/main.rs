@@ -23,6 +23,7 @@ mod exchange;
 mod explain;
 mod forward;
 mod forward_auth;
+mod grpc;
 mod layers;
 mod operate;
 mod paths;
