@@ -190,6 +190,14 @@ fn broken_configs_fail_with_file_line_and_hint() {
                 "hint: a WebSocket handshake is a GET",
             ],
         ),
+        (
+            "h2-over-plain-http",
+            &[
+                "scopegate.yaml:9:",
+                "`protocol: h2` is HTTP/2 over TLS, but the upstream URL is `http://`",
+                "hint: for a plain-text HTTP/2 (gRPC) server use `protocol: h2c`",
+            ],
+        ),
     ];
     let root = repo().join("tests/configs/broken");
     let mut seen = 0;
