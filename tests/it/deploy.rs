@@ -320,8 +320,8 @@ fn pods_are_hardened_and_probe_the_admin_port() {
         }
     }
     assert_eq!(
-        scopegates, 3,
-        "sidecar, ingress-nginx and traefik each run scopegate"
+        scopegates, 4,
+        "sidecar, gRPC sidecar, ingress-nginx and traefik each run scopegate"
     );
 }
 
@@ -442,8 +442,8 @@ fn every_configmap_passes_scopegate_check_as_mounted() {
         }
     }
     assert_eq!(
-        checked, 3,
-        "sidecar, ingress-nginx and traefik each carry a configuration"
+        checked, 4,
+        "sidecar, gRPC sidecar, ingress-nginx and traefik each carry a configuration"
     );
 }
 
