@@ -4,7 +4,8 @@
 //! `scopegate dev` does), checks once that the gateway answers 200 for the benchmark token, then
 //! drives `wrk` at the echo upstream directly and at the gateway, and prints requests/sec, p50,
 //! p99 and the ratio gateway/direct. Run with `cargo bench --bench proxy`; `BENCH_SECONDS`
-//! sets the measured duration per target (default 10).
+//! sets the measured duration per target (default 10). Two rows need no wrk: WebSocket echo
+//! round trips, and gRPC unary calls (tonic, h2c both ways) through scopegate and direct.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -28,6 +29,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tonic_prost::ProstCodec;
 
 const AUDIENCE: &str = "scopegate-bench";
 const KID: &str = "bench";
@@ -47,12 +49,17 @@ routes:
     upstream: wsecho
     require: { scopes: [read:builds] }
     websocket: true
+  - name: grpc
+    match: { method: POST, path: "/bench.Echo/{method}" }
+    upstream: grpcecho
+    require: { scopes: [read:builds] }
 "#;
 
 /// Everything the load runs need; dropping it stops the servers.
 struct Servers {
     echo: SocketAddr,
     ws_echo: SocketAddr,
+    grpc_echo: SocketAddr,
     gateway: Running,
     token: String,
     _issuer: DevIssuer,
@@ -106,6 +113,24 @@ fn main() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("proxy bench aborted in the WebSocket row: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // gRPC: unary calls from concurrent tasks over one h2c connection (needs no wrk).
+    let grpc = [servers.grpc_echo, servers.gateway.proxy_addr];
+    match runtime.block_on(async {
+        Ok::<_, String>((
+            grpc_rate(grpc[0], &servers.token, seconds).await?,
+            grpc_rate(grpc[1], &servers.token, seconds).await?,
+        ))
+    }) {
+        Ok((direct, gateway)) => println!(
+            "grpc unary, {GRPC_CONCURRENCY} calls in flight on one h2c connection, {seconds}s: \
+             direct {direct:.0} calls/s, gateway {gateway:.0} calls/s, ratio {:.2}",
+            gateway / direct
+        ),
+        Err(e) => {
+            eprintln!("proxy bench aborted in the gRPC row: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -217,6 +242,7 @@ async fn start_servers() -> Servers {
         .await
         .expect("start the echo upstream");
     let ws_echo = start_ws_echo().await;
+    let grpc_echo = start_grpc_echo().await;
     let server = Source {
         path: PathBuf::from("<bench>/scopegate.yaml"),
         text: format!(
@@ -224,7 +250,8 @@ async fn start_servers() -> Servers {
              policies: [policy.yaml]\n\
              signing: {{ issuer: \"http://127.0.0.1\", keys: [{{ kid: bench, generate: true }}] }}\n\
              issuers:\n  bench:\n    issuer: {url}\n    jwks_url: {jwks}\n    algorithms: [ES256]\n    audiences: [{AUDIENCE}]\n\
-             upstreams:\n  echo:\n    url: http://{echo}\n  wsecho:\n    url: http://{ws_echo}\n",
+             upstreams:\n  echo:\n    url: http://{echo}\n  wsecho:\n    url: http://{ws_echo}\n\
+             \x20 grpcecho:\n    url: http://{grpc_echo}\n    protocol: h2c\n",
             url = issuer.url,
             jwks = issuer.jwks_url(),
         ),
@@ -250,6 +277,7 @@ async fn start_servers() -> Servers {
     Servers {
         echo,
         ws_echo,
+        grpc_echo,
         gateway,
         token,
         _issuer: issuer,
@@ -299,6 +327,98 @@ async fn ws_rate(url: &str, token: &str) -> Result<f64, String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(f64::from(WS_MESSAGES) / started.elapsed().as_secs_f64())
+}
+
+const GRPC_CONCURRENCY: usize = 32;
+const GRPC_PATH: &str = "/bench.Echo/Unary";
+
+/// The message of the bench's gRPC echo.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Payload {
+    #[prost(bytes = "vec", tag = "1")]
+    data: Vec<u8>,
+}
+
+/// Answers each call with its own message.
+struct EchoUnary;
+
+impl tonic::server::UnaryService<Payload> for EchoUnary {
+    type Response = Payload;
+    type Future = std::future::Ready<Result<tonic::Response<Payload>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Payload>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
+    }
+}
+
+/// A gRPC unary echo over h2c (hyper's HTTP/2 server with tonic's codec-level server): the gRPC
+/// upstream, and its direct baseline.
+async fn start_grpc_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|request| async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default());
+                Ok::<_, std::convert::Infallible>(grpc.unary(EchoUnary, request).await)
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Unary calls per second to `addr` for `seconds` (after a one-second warm-up), from
+/// `GRPC_CONCURRENCY` tasks sharing one tonic channel; any failed call fails the run.
+async fn grpc_rate(addr: SocketAddr, token: &str, seconds: u64) -> Result<f64, String> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().map_err(|_| "bad token")?;
+    let run = |length: Duration| {
+        let deadline = tokio::time::Instant::now() + length;
+        let tasks: Vec<_> = (0..GRPC_CONCURRENCY)
+            .map(|_| {
+                let mut client = tonic::client::Grpc::new(channel.clone());
+                let bearer = bearer.clone();
+                tokio::spawn(async move {
+                    let mut calls = 0u64;
+                    while tokio::time::Instant::now() < deadline {
+                        client.ready().await.map_err(|e| e.to_string())?;
+                        let mut request = tonic::Request::new(Payload { data: vec![7; 64] });
+                        request
+                            .metadata_mut()
+                            .insert("authorization", bearer.clone());
+                        let path = http::uri::PathAndQuery::from_static(GRPC_PATH);
+                        let codec = ProstCodec::<Payload, Payload>::default();
+                        let answer = client.unary(request, path, codec).await;
+                        answer.map_err(|s| format!("{addr}{GRPC_PATH}: {s:?}"))?;
+                        calls += 1;
+                    }
+                    Ok::<_, String>(calls)
+                })
+            })
+            .collect();
+        async move {
+            let started = std::time::Instant::now();
+            let mut calls = 0;
+            for task in tasks {
+                calls += task.await.map_err(|e| e.to_string())??;
+            }
+            Ok::<_, String>(calls as f64 / started.elapsed().as_secs_f64())
+        }
+    };
+    run(Duration::from_secs(1)).await?;
+    run(Duration::from_secs(seconds)).await
 }
 
 /// The gateway must be ready, answer 200 for the token (with the echo's body), and 401 without.
