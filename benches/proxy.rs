@@ -287,12 +287,18 @@ async fn start_servers() -> Servers {
 
 const WS_MESSAGES: u32 = 5_000;
 
-/// A tokio-tungstenite echo server: the WebSocket upstream, and its direct baseline.
-async fn start_ws_echo() -> SocketAddr {
+/// A listener on a free loopback port, and its address.
+async fn bind_loopback() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local address");
+    (listener, addr)
+}
+
+/// A tokio-tungstenite echo server: the WebSocket upstream, and its direct baseline.
+async fn start_ws_echo() -> SocketAddr {
+    let (listener, addr) = bind_loopback().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -354,10 +360,7 @@ impl tonic::server::UnaryService<Payload> for EchoUnary {
 /// A gRPC unary echo over h2c (hyper's HTTP/2 server with tonic's codec-level server): the gRPC
 /// upstream, and its direct baseline.
 async fn start_grpc_echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local address");
+    let (listener, addr) = bind_loopback().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let service = hyper::service::service_fn(|request| async move {

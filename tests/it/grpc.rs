@@ -227,6 +227,11 @@ async fn alpn_recorder() -> (SocketAddr, Arc<Mutex<Vec<Vec<String>>>>) {
 /// The gateway in front of the echo server (`h2c`), a closed port, the same server as an `auto`
 /// upstream, and the ALPN recorder as an `h2`, `http1` and `auto` TLS upstream.
 async fn start() -> (Harness, Upstream, Arc<Mutex<Vec<Vec<String>>>>) {
+    start_with(String::new()).await
+}
+
+/// [`start`] with `limits` (a `limits:` block of the server file).
+async fn start_with(limits: String) -> (Harness, Upstream, Arc<Mutex<Vec<Vec<String>>>>) {
     let upstream = Upstream::start().await;
     let (tls, offers) = alpn_recorder().await;
     let u = upstream.addr;
@@ -242,6 +247,7 @@ async fn start() -> (Harness, Upstream, Arc<Mutex<Vec<Vec<String>>>>) {
             closed_port(),
             p = tls.port(),
         ),
+        limits,
         ..Options::default()
     })
     .await;
@@ -258,6 +264,24 @@ async fn client(h: &Harness) -> Client {
         .await
         .unwrap();
     tonic::client::Grpc::new(channel)
+}
+
+/// A bare hyper HTTP/2 connection to the gateway (h2c, prior knowledge).
+async fn h2c<B>(h: &Harness) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(h.gateway.proxy_addr)
+        .await
+        .unwrap();
+    let io = TokioIo::new(stream);
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
 }
 
 fn request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
@@ -353,6 +377,32 @@ async fn a_bidirectional_stream_is_answered_message_by_message_and_ends_with_tra
     assert_eq!(seen[0].version, Version::HTTP_2);
 }
 
+/// A client stream that goes quiet for longer than `limits.body_read_timeout` is cut, on HTTP/2
+/// upstreams too: the client's call ends with an error instead of hanging.
+#[tokio::test]
+async fn a_stream_whose_client_goes_quiet_is_cut_after_the_body_read_timeout() {
+    let (h, upstream, _) = start_with("limits: { body_read_timeout: 1s }".into()).await;
+    let token = h.token("echo");
+    let mut client = client(&h).await;
+    client.ready().await.unwrap();
+    let (send, outbound) = tokio::sync::mpsc::channel::<Text>(1);
+    send.send(Text { text: "one".into() }).await.unwrap();
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(outbound);
+    let path = PathAndQuery::from_static("/echo.Echo/Chat");
+    let call = client.streaming(request(outbound, Some(&token)), path, ProstCodec::default());
+    let mut inbound: Streaming<Text> = call.await.unwrap().into_inner();
+    assert_eq!(inbound.message().await.unwrap().unwrap().text, "echo: one");
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), inbound.message()).await;
+    let status = ended.expect("the quiet stream was cut").unwrap_err();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "{status:?}"
+    );
+    assert_eq!(upstream.seen().len(), 1);
+    drop(send);
+}
+
 #[tokio::test]
 async fn refusals_are_grpc_statuses_the_client_library_reports() {
     let (h, upstream, _) = start().await;
@@ -446,14 +496,7 @@ async fn auto_follows_the_clients_http_version() {
 async fn request_trailers_pass_without_the_fields_headers_would_lose() {
     let (h, upstream, _) = start().await;
     let token = h.token("echo");
-    let stream = tokio::net::TcpStream::connect(h.gateway.proxy_addr)
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2c(&h).await;
     let mut trailers = http::HeaderMap::new();
     for (k, v) in [
         ("x-checksum", "abc"),
@@ -503,14 +546,7 @@ async fn over_tls_the_protocol_is_the_alpn_offer() {
     assert_eq!(get("/tls/h2").await, StatusCode::BAD_GATEWAY);
     assert_eq!(get("/tls-http1").await, StatusCode::BAD_GATEWAY);
     assert_eq!(get("/tls-auto").await, StatusCode::BAD_GATEWAY);
-    let stream = tokio::net::TcpStream::connect(h.gateway.proxy_addr)
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2c(&h).await;
     let request = http::Request::get(h.url("/tls-auto"))
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
