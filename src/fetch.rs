@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::policy::ClientTls;
 
 /// The most a fetched document may weigh.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -39,30 +42,42 @@ pub struct FetchClient {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
-/// An HTTPS-or-HTTP connector on aws-lc-rs with the bundled web PKI roots.
-pub(crate) fn https_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+/// An HTTPS-or-HTTP connector on aws-lc-rs: with a target's `tls` settings (its CA, client
+/// certificate, server name), or else the bundled web PKI roots.
+pub(crate) fn https_connector(
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    match builder.with_provider_and_webpki_roots(provider) {
-        Ok(b) => b
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http),
-        // Only fails when the provider lacks safe protocol versions, which aws-lc-rs has.
-        Err(e) => unreachable!("aws-lc-rs supports the default TLS versions: {e}"),
-    }
+    let builder = match tls {
+        Some(tls) => builder.with_tls_config((*tls.config).clone()),
+        None => {
+            let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            match builder.with_provider_and_webpki_roots(provider) {
+                Ok(b) => b,
+                // Only fails when the provider lacks safe protocol versions, which aws-lc-rs has.
+                Err(e) => unreachable!("aws-lc-rs supports the default TLS versions: {e}"),
+            }
+        }
+    };
+    let builder = builder.https_or_http();
+    let builder = match tls.and_then(|t| t.server_name.clone()) {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    builder.enable_http1().enable_http2().wrap_connector(http)
 }
 
 impl FetchClient {
-    pub fn new() -> Self {
+    /// A client with a target's `tls` settings, or the public roots.
+    pub fn new(tls: Option<&ClientTls>) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(https_connector(Duration::from_secs(5)));
+            .build(https_connector(Duration::from_secs(5), tls));
         Self { client }
     }
 
@@ -104,6 +119,6 @@ impl FetchClient {
 
 impl Default for FetchClient {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }

@@ -152,6 +152,13 @@ pub(crate) struct Permissions {
     /// Per-caller bound on cache misses (each costs a backend call).
     #[serde(default)]
     pub(crate) miss_budget: Option<MissBudget>,
+    /// TLS towards the `http` backend's URL.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
+    /// Allow a plain `http://` URL on a non-loopback host; warned at every load and counted
+    /// in metrics.
+    #[serde(default)]
+    pub(crate) insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -212,6 +219,47 @@ pub(crate) struct Tls {
     pub(crate) key: String,
 }
 
+/// How scopegate connects over TLS to a target it calls (upstream, issuer, permissions API).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientTls {
+    /// PEM file of CA certificates trusted for this target, besides the public roots.
+    #[serde(default)]
+    pub(crate) ca_file: Option<String>,
+    /// Trust only `ca_file`, not the public roots.
+    #[serde(default)]
+    pub(crate) ca_only: bool,
+    /// PEM certificate chain scopegate presents (mutual TLS); needs `client_key`.
+    #[serde(default)]
+    pub(crate) client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub(crate) client_key: Option<String>,
+    /// The name the target's certificate must carry, when it is not the URL's host.
+    #[serde(default)]
+    pub(crate) server_name: Option<String>,
+    /// The lowest TLS version accepted (default 1.2).
+    #[serde(default)]
+    pub(crate) min_version: Option<TlsVersion>,
+}
+
+impl ClientTls {
+    /// The files it reads, watched for hot reload (certificate rotation).
+    pub(crate) fn files(&self) -> impl Iterator<Item = &String> {
+        [&self.ca_file, &self.client_cert, &self.client_key]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub(crate) enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Issuer {
@@ -241,6 +289,13 @@ pub(crate) struct Issuer {
     pub(crate) fetch_timeout: Option<String>,
     #[serde(default)]
     pub(crate) combine: Option<Combine>,
+    /// TLS towards the discovery and JWKS URLs.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
+    /// Allow plain `http://` key URLs on a non-loopback host (an in-cluster IdP); warned at
+    /// every load and counted in metrics.
+    #[serde(default)]
+    pub(crate) insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
@@ -287,6 +342,9 @@ pub(crate) struct Upstream {
     /// refuse a path that would match another route with or without it.
     #[serde(default)]
     pub(crate) folds_trailing_slash: bool,
+    /// TLS towards an `https://` upstream.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

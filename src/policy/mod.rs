@@ -5,9 +5,11 @@
 
 mod grants;
 mod route;
+mod tls;
 
 pub use grants::{Grants, Membership};
 pub use route::{Access, Forward, ForwardScopes, OrgSource, Route, ScopeRule, WebSocketBounds};
+pub use tls::ClientTls;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +51,10 @@ pub struct IssuerConfig {
     /// The longest remaining lifetime (`exp` - now) a token may have: an `exp` absurdly far in
     /// the future is a forged or misissued token, and would pin the verified-token cache.
     pub max_token_age: Duration,
+    /// TLS towards its discovery and JWKS URLs; `None`: the public roots.
+    pub tls: Option<ClientTls>,
+    /// Plain `http://` is allowed to a non-loopback host (`insecure_http: true`).
+    pub insecure_http: bool,
 }
 
 #[cfg(test)]
@@ -71,6 +77,8 @@ impl IssuerConfig {
             fetch_timeout: Duration::from_secs(5),
             combine: Combine::Intersect,
             max_token_age: Duration::from_secs(24 * 3600),
+            tls: None,
+            insecure_http: false,
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct UpstreamConfig {
     /// Its router ignores a trailing `/`: a path that is another route's with or without it is
     /// refused.
     pub folds_trailing_slash: bool,
+    /// TLS towards an `https://` upstream; `None`: the public roots.
+    pub tls: Option<ClientTls>,
 }
 
 /// Size, cache and connection bounds.
