@@ -18,7 +18,7 @@ const KUBERNETES_VERSION: &str = "1.30.0";
 
 /// API groups whose kinds are CRDs: `kubernetes-validate` has no schema for them (it warns and
 /// passes), so [`traefik_crds_have_their_essential_fields`] checks them.
-const CRD_GROUPS: &[&str] = &["traefik.io/"];
+const CRD_GROUPS: &[&str] = &["traefik.io/", "cert-manager.io/"];
 
 /// The headers scopegate's decision answer carries for the proxy to copy upstream.
 const RESPONSE_HEADERS: &[&str] = &[
@@ -138,6 +138,8 @@ fn traefik_crds_have_their_essential_fields() {
                     );
                 }
             }
+            // Its fields: `cert_manager_renews_the_client_certificate_and_ca_that_scopegate_reads`.
+            "Certificate" => assert_eq!(api_version, "cert-manager.io/v1"),
             other => panic!("{other} ({api_version}) is not checked here; add a check for it"),
         }
     }
@@ -320,8 +322,42 @@ fn pods_are_hardened_and_probe_the_admin_port() {
         }
     }
     assert_eq!(
-        scopegates, 3,
-        "sidecar, ingress-nginx and traefik each run scopegate"
+        scopegates, 4,
+        "sidecar, ingress-nginx, traefik and private-ca each run scopegate"
+    );
+}
+
+#[test]
+fn cert_manager_renews_the_client_certificate_and_ca_that_scopegate_reads() {
+    let docs = documents(&repo().join("deploy/kubernetes/private-ca.yaml"));
+    let certificate = docs.iter().find(|d| s(d, "kind") == "Certificate").unwrap();
+    let spec = &certificate["spec"];
+    assert!(strings(&spec["usages"]).contains(&"client auth"));
+    assert_eq!(s(&spec["privateKey"], "rotationPolicy"), "Always");
+    assert_eq!(s(&spec["issuerRef"], "group"), "cert-manager.io");
+    assert!(!spec["issuerRef"]["name"].is_null() && !spec["secretName"].is_null());
+    let deployment = docs.iter().find(|d| s(d, "kind") == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mounted = cert_manager_items(&docs, pod);
+    let config = server_config(&docs, pod);
+    let tls = [
+        &config["upstreams"]["orders-api"]["tls"],
+        &config["issuers"]["keycloak"]["tls"],
+    ];
+    let mut files = 0;
+    for tls in tls {
+        for key in ["ca_file", "client_cert", "client_key"] {
+            let Some(file) = tls[key].as_str() else {
+                continue;
+            };
+            let path = file.strip_prefix("/etc/scopegate/").unwrap();
+            assert!(mounted.contains_key(path), "{file} is not cert-manager's");
+            files += 1;
+        }
+    }
+    assert_eq!(
+        files, 4,
+        "the upstream's CA and client pair, and the IdP's CA"
     );
 }
 
@@ -442,8 +478,8 @@ fn every_configmap_passes_scopegate_check_as_mounted() {
         }
     }
     assert_eq!(
-        checked, 3,
-        "sidecar, ingress-nginx and traefik each carry a configuration"
+        checked, 4,
+        "sidecar, ingress-nginx, traefik and private-ca each carry a configuration"
     );
 }
 
@@ -460,12 +496,16 @@ fn check_as_mounted(at: &str, tag: &str, docs: &[Value], pod: &Value, container:
         .clone()
         .unwrap_or_else(|| panic!("{at}: {config_path} comes from a Secret"));
     let parsed: Value = serde_yaml::from_str(&server).unwrap();
+    let cert_manager = cert_manager_items(docs, pod);
 
     for (path, text) in &files {
         let target = dir.join(path);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         match text {
             Some(text) => std::fs::write(&target, text).unwrap(),
+            None if cert_manager.contains_key(path) => {
+                std::fs::write(&target, &cert_manager[path]).unwrap();
+            }
             None => {
                 // A Secret item: it must be a signing key the server file names.
                 let key = parsed["signing"]["keys"]
@@ -507,6 +547,48 @@ fn check_as_mounted(at: &str, tag: &str, docs: &[Value], pod: &Value, container:
     assert!(ok, "{at}: scopegate check:\n{out}{err}");
     assert!(out.contains(": ok ("), "{at}: {out}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What cert-manager writes into the Secrets of the pod's projected volume that a `Certificate`
+/// in `docs` names (`ca.crt`, `tls.crt`, `tls.key`), made here by rcgen, by path in the mount.
+fn cert_manager_items(docs: &[Value], pod: &Value) -> BTreeMap<String, String> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let mut items = BTreeMap::new();
+    let sources = pod["volumes"].as_sequence().unwrap().iter().flat_map(|v| {
+        v["projected"]["sources"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default()
+    });
+    for secret in sources.filter(|s| !s["secret"].is_null()) {
+        let secret = &secret["secret"];
+        let Some(certificate) = docs
+            .iter()
+            .find(|d| s(d, "kind") == "Certificate" && d["spec"]["secretName"] == secret["name"])
+        else {
+            continue;
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = strings(&certificate["spec"]["dnsNames"]);
+        let leaf =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+        for item in secret["items"].as_sequence().unwrap() {
+            let text = match s(item, "key") {
+                "ca.crt" => ca.pem(),
+                "tls.crt" => leaf.pem(),
+                "tls.key" => key.serialize_pem(),
+                other => panic!("a cert-manager Secret has no item {other}"),
+            };
+            items.insert(s(item, "path").to_string(), text);
+        }
+    }
+    items
 }
 
 /// The files the volume mounted over `config_path` shows, by path inside the mount: the text of
@@ -655,7 +737,12 @@ fn manifests() -> Vec<PathBuf> {
         .collect();
     files.sort();
     let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap()).collect();
-    for expected in ["ingress-nginx.yaml", "sidecar.yaml", "traefik.yaml"] {
+    for expected in [
+        "ingress-nginx.yaml",
+        "private-ca.yaml",
+        "sidecar.yaml",
+        "traefik.yaml",
+    ] {
         assert!(names.iter().any(|n| *n == expected), "{expected} missing");
     }
     files

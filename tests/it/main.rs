@@ -27,6 +27,7 @@ mod layers;
 mod operate;
 mod paths;
 mod permissions;
+mod private_ca;
 mod props;
 mod scenarios;
 mod schema;
