@@ -1,5 +1,6 @@
-//! A small HTTPS GET client for JSON documents scopegate fetches itself (JWKS, OIDC discovery):
-//! pooled, with a timeout and a bound on the response size.
+//! The HTTPS client side: a target's TLS settings, the connector every client of scopegate's
+//! builds from them, and a small GET client for the JSON documents scopegate fetches itself
+//! (JWKS, OIDC discovery): pooled, with a timeout and a bound on the response size.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::policy::ClientTls;
+use rustls::pki_types::ServerName;
 
 /// The most a fetched document may weigh.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -34,6 +35,16 @@ pub enum FetchError {
     /// Not the JSON expected.
     #[error("not valid JSON: {0}")]
     Json(String),
+}
+
+/// How scopegate speaks TLS to one target it calls (its `tls:` block, built and checked at
+/// load): the roots it trusts, the certificate it presents, the name it checks. The rustls
+/// config carries no ALPN: each client adds the protocols it speaks.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// Checked against the target's certificate instead of the URL's host, when set.
+    pub server_name: Option<ServerName<'static>>,
 }
 
 /// Fetches JSON over HTTP(S) with rustls and the Mozilla root store.

@@ -5,11 +5,10 @@
 
 mod grants;
 mod route;
-mod tls;
 
+pub use crate::fetch::ClientTls;
 pub use grants::{Grants, Membership};
 pub use route::{Access, Forward, ForwardScopes, OrgSource, Route, ScopeRule, WebSocketBounds};
-pub use tls::ClientTls;
 
 use std::collections::HashMap;
 use std::time::Duration;
