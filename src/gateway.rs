@@ -32,6 +32,7 @@ use crate::reject::Rejection;
 use crate::route::RouteTable;
 use crate::verify::Verifier;
 
+mod ext_authz;
 mod folding;
 mod forward_auth;
 mod token_endpoint;

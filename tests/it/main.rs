@@ -21,6 +21,7 @@ mod deploy;
 mod dev;
 mod exchange;
 mod explain;
+mod ext_authz;
 mod forward;
 mod forward_auth;
 mod layers;
