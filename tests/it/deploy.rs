@@ -363,65 +363,20 @@ fn cert_manager_renews_the_client_certificate_and_ca_that_scopegate_reads() {
 
 #[test]
 fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
-    let config: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo().join("deploy/envoy/ext_authz.yaml")).unwrap(),
-    )
-    .unwrap();
-    let listeners = config["static_resources"]["listeners"]
-        .as_sequence()
-        .unwrap();
-    let manager = &listeners[0]["filter_chains"][0]["filters"][0];
-    assert_eq!(
-        s(manager, "name"),
-        "envoy.filters.network.http_connection_manager"
-    );
-    let filters = manager["typed_config"]["http_filters"]
-        .as_sequence()
-        .unwrap();
-    let names: Vec<&str> = filters.iter().map(|f| s(f, "name")).collect();
+    let (config, names, filters) = envoy_filters("ext_authz.yaml");
     let ext_authz = names
         .iter()
-        .position(|n| *n == "envoy.filters.http.ext_authz")
-        .unwrap_or_else(|| panic!("no ext_authz filter in {names:?}"));
-    assert_eq!(
-        names.last(),
-        Some(&"envoy.filters.http.router"),
-        "{names:?}"
-    );
-
+        .position(|n| n == "envoy.filters.http.ext_authz")
+        .unwrap();
     let authz = &filters[ext_authz]["typed_config"];
-    assert_eq!(
-        s(authz, "@type"),
-        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
-    );
-    assert_eq!(
-        authz["failure_mode_allow"],
-        Value::Bool(false),
-        "fail closed"
-    );
     let http = &authz["http_service"];
     assert_eq!(s(http, "path_prefix"), "/envoy");
     assert_eq!(
         s(&http["server_uri"], "uri"),
         "http://scopegate-auth.scopegate.svc.cluster.local:8081"
     );
-
     // The cluster the check goes to is scopegate's auth port.
-    let cluster = s(&http["server_uri"], "cluster");
-    let clusters = config["static_resources"]["clusters"]
-        .as_sequence()
-        .unwrap();
-    let cluster = clusters
-        .iter()
-        .find(|c| s(c, "name") == cluster)
-        .unwrap_or_else(|| panic!("no cluster {cluster}"));
-    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ["socket_address"];
-    assert_eq!(
-        s(address, "address"),
-        "scopegate-auth.scopegate.svc.cluster.local"
-    );
-    assert_eq!(address["port_value"].as_u64(), Some(8081));
+    scopegate_auth_cluster(&config, s(&http["server_uri"], "cluster"));
 
     // What the check request carries, and what comes back into the request upstream.
     let request = patterns(&authz["allowed_headers"]);
@@ -442,7 +397,7 @@ fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
     // The client's own X-Scopegate-* headers are dropped before ext_authz runs.
     let strip = names
         .iter()
-        .position(|n| *n == "envoy.filters.http.header_mutation")
+        .position(|n| n == "envoy.filters.http.header_mutation")
         .unwrap();
     assert!(strip < ext_authz);
     let removed: Vec<&str> = filters[strip]["typed_config"]["mutations"]["request_mutations"]
@@ -457,6 +412,88 @@ fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
             "{removed:?}"
         );
     }
+}
+
+#[test]
+fn envoy_ext_authz_over_grpc_asks_scopegates_check_service_over_h2c_and_fails_closed() {
+    let (config, names, filters) = envoy_filters("ext_authz_grpc.yaml");
+    let ext_authz = names
+        .iter()
+        .position(|n| n == "envoy.filters.http.ext_authz")
+        .unwrap();
+    let authz = &filters[ext_authz]["typed_config"];
+    assert!(authz["http_service"].is_null(), "one transport: gRPC");
+    let grpc = &authz["grpc_service"];
+    assert!(grpc["timeout"].as_str().is_some());
+    let cluster = scopegate_auth_cluster(&config, s(&grpc["envoy_grpc"], "cluster_name"));
+    // gRPC needs HTTP/2; scopegate's auth listener speaks it without TLS (h2c).
+    let options = &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        s(options, "@type"),
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    );
+    assert!(options["explicit_http_config"]["http2_protocol_options"].is_mapping());
+    let request = patterns(&authz["allowed_headers"]);
+    for header in ["authorization", "x-organization"] {
+        assert!(matches(&request, header), "allowed_headers lacks {header}");
+    }
+}
+
+/// An Envoy config of deploy/envoy: the whole file, its HTTP filters' names and the filters.
+/// Every one has a fail-closed v3 ext_authz filter and ends with the router.
+fn envoy_filters(file: &str) -> (Value, Vec<String>, Vec<Value>) {
+    let config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/envoy").join(file)).unwrap(),
+    )
+    .unwrap();
+    let manager = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+    assert_eq!(
+        s(manager, "name"),
+        "envoy.filters.network.http_connection_manager"
+    );
+    let filters = manager["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let names: Vec<String> = filters.iter().map(|f| s(f, "name").to_string()).collect();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("envoy.filters.http.router"),
+        "{file}: {names:?}"
+    );
+    let authz = &filters
+        .iter()
+        .find(|f| s(f, "name") == "envoy.filters.http.ext_authz")
+        .unwrap_or_else(|| panic!("{file}: no ext_authz filter in {names:?}"))["typed_config"];
+    assert_eq!(
+        s(authz, "@type"),
+        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+    );
+    assert_eq!(s(authz, "transport_api_version"), "V3");
+    assert_eq!(
+        authz["failure_mode_allow"],
+        Value::Bool(false),
+        "{file}: fail closed"
+    );
+    (config, names, filters)
+}
+
+/// The cluster `name` of an Envoy config, checked to be scopegate's auth Service and port.
+fn scopegate_auth_cluster<'a>(config: &'a Value, name: &str) -> &'a Value {
+    let cluster = config["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| s(c, "name") == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"));
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(
+        s(address, "address"),
+        "scopegate-auth.scopegate.svc.cluster.local"
+    );
+    assert_eq!(address["port_value"].as_u64(), Some(8081));
+    cluster
 }
 
 #[test]
