@@ -174,7 +174,11 @@ impl Pooled {
                 .pool_max_idle_per_host(256)
                 // HTTP/2 only when nothing else is offered: with prior knowledge on `http://`.
                 .http2_only(alpn == Alpn::H2);
-            builder.build(crate::fetch::https_connector(u.connect_timeout, alpn))
+            builder.build(crate::fetch::https_connector(
+                u.connect_timeout,
+                u.tls.as_ref(),
+                alpn,
+            ))
         };
         let tls = u.scheme == http::uri::Scheme::HTTPS;
         let (http1, http2) = match u.protocol {

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+mod tls;
+pub(crate) use tls::{ClientTls, Tls, TlsVersion};
+
 /// `scopegate.yaml`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +155,13 @@ pub(crate) struct Permissions {
     /// Per-caller bound on cache misses (each costs a backend call).
     #[serde(default)]
     pub(crate) miss_budget: Option<MissBudget>,
+    /// TLS towards the `http` backend's URL.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
+    /// Allow a plain `http://` URL on a non-loopback host; warned at every load and counted
+    /// in metrics.
+    #[serde(default)]
+    pub(crate) insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -207,13 +217,6 @@ pub(crate) struct Listen {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Tls {
-    pub(crate) cert: String,
-    pub(crate) key: String,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct Issuer {
     /// The exact `iss` value of this issuer's tokens.
     pub(crate) issuer: String,
@@ -241,6 +244,13 @@ pub(crate) struct Issuer {
     pub(crate) fetch_timeout: Option<String>,
     #[serde(default)]
     pub(crate) combine: Option<Combine>,
+    /// TLS towards the discovery and JWKS URLs.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
+    /// Allow plain `http://` key URLs on a non-loopback host (an in-cluster IdP); warned at
+    /// every load and counted in metrics.
+    #[serde(default)]
+    pub(crate) insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
@@ -290,6 +300,9 @@ pub(crate) struct Upstream {
     /// The HTTP version spoken to the upstream (default `http1`).
     #[serde(default)]
     pub(crate) protocol: Option<Protocol>,
+    /// TLS towards an `https://` upstream.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
 }
 
 /// `upstreams.<name>.protocol`.

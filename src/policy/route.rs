@@ -54,6 +54,7 @@ impl Route {
                 folds_case: false,
                 folds_trailing_slash: false,
                 protocol: Default::default(),
+                tls: None,
             }),
             access,
             organization: None,
