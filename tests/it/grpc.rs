@@ -1,8 +1,8 @@
 //! gRPC through scopegate with a real client and server (tonic over hyper): unary and
 //! bidirectional streaming calls over h2c both ways, trailers intact, the minted token as the
 //! upstream's `authorization` metadata, every refusal as the status the client library reports,
-//! request trailers cleaned like headers, and each upstream `protocol` choosing the HTTP version
-//! (over TLS: the ALPN offer).
+//! request trailers cleaned like headers, each upstream `protocol` choosing the HTTP version
+//! (over TLS: the ALPN offer), and `h2` end to end to a server behind a private CA.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -309,17 +309,22 @@ async fn unary(
         .await
 }
 
+/// `/echo.Echo/Unary` through the gateway with `token`: the answer, and the server's trailing
+/// metadata (merged into the response's by tonic's unary call).
+async fn echo_unary(h: &Harness, token: &str) {
+    let mut client = client(h).await;
+    let response = unary(&mut client, "/echo.Echo/Unary", Some(token))
+        .await
+        .unwrap();
+    assert_eq!(response.get_ref().text, "echo: hi");
+    assert_eq!(response.metadata().get("x-echoed").unwrap(), "hi");
+}
+
 #[tokio::test]
 async fn a_unary_call_passes_with_the_minted_token_and_its_trailers() {
     let (h, upstream, _) = start().await;
     let token = h.token("echo other");
-    let mut client = client(&h).await;
-    let response = unary(&mut client, "/echo.Echo/Unary", Some(&token))
-        .await
-        .unwrap();
-    assert_eq!(response.get_ref().text, "echo: hi");
-    // The server's trailing metadata, merged into the response's by tonic's unary call.
-    assert_eq!(response.metadata().get("x-echoed").unwrap(), "hi");
+    echo_unary(&h, &token).await;
 
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -555,5 +560,45 @@ async fn over_tls_the_protocol_is_the_alpn_offer() {
     assert_eq!(
         *offers.lock().unwrap(),
         [vec!["h2"], vec![], vec![], vec!["h2", "http/1.1"]]
+    );
+}
+
+/// `h2` end to end: a gRPC server behind TLS with a private CA (the upstream's `tls:`), HTTP/2
+/// chosen by ALPN; the unary call and its trailers pass as over h2c.
+#[tokio::test]
+async fn h2_over_tls_reaches_a_grpc_server_behind_a_private_ca() {
+    use crate::util::pki::{Ca, TlsFront, folder, server_config};
+    let upstream = Upstream::start().await;
+    let ca = Ca::new();
+    let dir = folder("grpc-h2");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let mut tls = (*server_config(&ca.issue(&["127.0.0.1"]), None)).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let front = TlsFront::start(upstream.addr, Arc::new(tls)).await;
+    let h = Harness::with(Options {
+        policy: "routes:\n  - name: tls\n    match: { method: POST, path: \"/echo.Echo/{method}\" }\n    \
+                 upstream: grpc-tls\n    require: { scopes: [echo] }\n"
+            .into(),
+        base: dir,
+        upstreams_extra: format!(
+            "  grpc-tls: {{ url: \"https://{}\", protocol: h2, tls: {{ ca_file: ca.pem }} }}\n",
+            front.addr
+        ),
+        ..Options::default()
+    })
+    .await;
+    echo_unary(&h, &h.token("echo")).await;
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[0].version,
+        Version::HTTP_2,
+        "h2 by ALPN, through the TLS front"
+    );
+    assert!(
+        seen[0]
+            .authorization
+            .as_deref()
+            .unwrap()
+            .starts_with("Bearer ")
     );
 }
