@@ -32,8 +32,10 @@ use crate::reject::Rejection;
 use crate::route::RouteTable;
 use crate::verify::Verifier;
 
+mod cors;
 mod folding;
 mod forward_auth;
+mod locate;
 mod token_endpoint;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
@@ -86,6 +88,8 @@ pub struct Gateway {
     auth_failures: crate::exchange::AuthFailures,
     forward_auth: ForwardAuthConfig,
     requests: RequestRules,
+    /// The server file's CORS policy, for answers no route was matched for.
+    cors: Option<Arc<crate::policy::Cors>>,
     pub metrics: Metrics,
     /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
@@ -162,6 +166,7 @@ impl Gateway {
             exchange: config.exchange,
             forward_auth: config.forward_auth,
             requests: config.requests,
+            cors: config.cors,
             metrics,
             issuers,
             own_paths,
@@ -248,11 +253,18 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let traceparent = crate::audit::traceparent(&parts.headers).map(str::to_string);
-        let result = self
-            .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
-            .await;
-        let (response, reason, allowed) = match result {
-            Ok(r) => (r.map(Either::Left), "allowed", true),
+        let origin = crate::cors::origin(&parts.headers).cloned();
+        let preflight = self.preflight(&parts, &mut audit);
+        let answered = preflight.is_some();
+        let result = match preflight {
+            Some(answer) => answer.map(|r| (r, "preflight")),
+            None => self
+                .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
+                .await
+                .map(|r| (r.map(Either::Left), "allowed")),
+        };
+        let (mut response, reason, allowed) = match result {
+            Ok((r, reason)) => (r, reason, true),
             Err(rejection) => {
                 let (code, after_allow) = (rejection.code(), rejection.after_allow());
                 let response = self.reject(rejection, started);
@@ -263,6 +275,7 @@ impl Gateway {
                 )
             }
         };
+        self.cors_headers(&audit, origin.as_ref(), answered, response.headers_mut());
         self.finish(
             &audit,
             "proxy",
@@ -425,24 +438,12 @@ impl Gateway {
         audit: &mut Audit<'a>,
         overrides: &Overrides,
     ) -> Result<Authorized<'a>, Rejection> {
-        self.requests.check_headers(target.headers)?;
-        // HEAD is judged as GET; the upstream still gets the HEAD.
-        let method = self.requests.routing_method(target.method)?;
-        crate::inbound::check_query(target.uri.query())?;
-        let path = crate::normalize::normalize(target.uri.path())?;
+        let (method, path) = self.checked(target)?;
         let host = target.host.map(Host::name);
-        let matched = self
-            .routes
-            .find(&method, host, &path)
-            .ok_or(Rejection::NoRoute)?;
+        let matched = self.matched(&method, host, &path)?;
         let route = matched.route;
-        if !route.matrix_params && path.contains(';') {
-            return Err(crate::normalize::PathError::MatrixParameter.into());
-        }
-        if self.folds_to_another_route(route, &method, host, &path) {
-            return Err(crate::normalize::PathError::FoldsToAnotherRoute.into());
-        }
         audit.route = &route.name;
+        audit.matched = Some(route);
         audit.path = Some(path.clone());
         audit.condition = route.condition.as_ref().map(|c| c.source());
         // Only `explain` reads the params: copying them costs every other request.

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub websocket_bytes: IntCounterVec,
     /// Closed WebSocket tunnels by reason (`closed`, `idle`, `lifetime`, `shutdown`, `error`).
     pub websocket_closures: IntCounterVec,
+    /// CORS preflights scopegate answered, by outcome (`granted`, `origin_not_allowed`,
+    /// `method_not_allowed`, `headers_not_allowed`).
+    pub cors_preflights: IntCounterVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -95,6 +98,7 @@ impl Metrics {
             token_exchanges: register(&r, IntCounterVec::new(Opts::new("scopegate_token_exchanges_total", "Token exchanges by client and result."), &["client", "result"])),
             websocket_connections: register(&r, IntGauge::new("scopegate_websocket_connections", "WebSocket connections open now.")),
             websocket_bytes: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_bytes_total", "Bytes carried by WebSocket connections, by direction (upstream: client to upstream)."), &["direction"])),
+            cors_preflights: register(&r, IntCounterVec::new(Opts::new("scopegate_cors_preflights_total", "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed."), &["outcome"])),
             websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
             registry: r,
         }

@@ -1,6 +1,7 @@
 //! Configuration: reads `scopegate.yaml` and its policy files, validates everything, and produces
 //! the typed [`Config`] that request-time code uses without re-checking anything.
 
+mod cors;
 pub mod defaults;
 mod error;
 mod exchange;
@@ -35,8 +36,8 @@ use locate::{Locator, Step};
     reason = "each section module holds the builders of one part of the file"
 )]
 use {
-    exchange::*, forward_auth::*, limits::*, permissions::*, policy_tests::*, routes::*, server::*,
-    signing::*,
+    cors::*, exchange::*, forward_auth::*, limits::*, permissions::*, policy_tests::*, routes::*,
+    server::*, signing::*,
 };
 
 use crate::route::RouteTable;
@@ -59,6 +60,9 @@ pub struct Config {
     pub(crate) forward_auth: crate::forward_auth::ForwardAuthConfig,
     /// Methods accepted and headers stripped before forwarding.
     pub(crate) requests: crate::inbound::RequestRules,
+    /// The server file's CORS policy: every route's unless it has its own, and that of answers
+    /// no route matched.
+    pub(crate) cors: Option<Arc<crate::policy::Cors>>,
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
     pub(crate) log: LogConfig,
@@ -316,6 +320,11 @@ fn from_parsed(
     };
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
     let requests = requests(&mut check, raw.requests.as_ref());
+    let global_cors = raw
+        .cors
+        .as_ref()
+        .and_then(|c| cors(&mut check, &[Step::Key("cors")], c, None))
+        .map(Arc::new);
     let log = LogConfig {
         json: matches!(
             raw.log.as_ref().and_then(|l| l.format),
@@ -431,7 +440,14 @@ fn from_parsed(
             }
         }
         for (i, r) in policy.routes.iter().enumerate() {
-            if let Some(route) = route(&mut pcheck, i, r, &upstreams, permissions.is_some()) {
+            if let Some(route) = route(
+                &mut pcheck,
+                i,
+                r,
+                &upstreams,
+                permissions.is_some(),
+                global_cors.as_ref(),
+            ) {
                 origins.push((
                     source.path.clone(),
                     pcheck.locator.find(&[Step::Key("routes"), Step::Index(i)]),
@@ -496,6 +512,7 @@ fn from_parsed(
             }),
             forward_auth,
             requests,
+            cors: global_cors,
             watched: Vec::new(),
             clock: crate::token::Clock::default(),
             log,

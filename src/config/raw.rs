@@ -33,6 +33,9 @@ pub(crate) struct Server {
     pub(crate) log: Option<Log>,
     #[serde(default)]
     pub(crate) requests: Option<Requests>,
+    /// CORS for browser callers of every route (a route may replace it or turn it off).
+    #[serde(default)]
+    pub(crate) cors: Option<Cors>,
 }
 
 /// What requests may carry and what of them is never forwarded.
@@ -429,16 +432,25 @@ pub(crate) struct Route {
     /// refused (400) by default.
     #[serde(default)]
     pub(crate) websocket: Option<WebSocket>,
+    /// This route's CORS policy instead of the server file's `cors:`, or `false` for none.
+    #[serde(default)]
+    pub(crate) cors: Option<RouteCors>,
 }
 
 /// `true`, `false`, or `{ idle_timeout, max_lifetime }`.
+pub(crate) type WebSocket = OrBool<WebSocketBounds>;
+
+/// `false` (no CORS on this route), or the route's own policy instead of the server file's.
+pub(crate) type RouteCors = OrBool<Cors>;
+
+/// A key that is `true`, `false`, or a map of settings.
 // Deserialized by hand rather than as an untagged enum, so that a typo in the map is reported
 // as an unknown field at its line instead of "did not match any variant".
 #[derive(Debug, JsonSchema)]
 #[serde(untagged)]
-pub(crate) enum WebSocket {
-    Enabled(bool),
-    Bounded(WebSocketBounds),
+pub(crate) enum OrBool<T> {
+    Bool(bool),
+    Map(T),
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -453,27 +465,51 @@ pub(crate) struct WebSocketBounds {
     pub(crate) max_lifetime: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for WebSocket {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrBool<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = WebSocket;
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = OrBool<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("`true`, `false` or a map with `idle_timeout` and `max_lifetime`")
+                f.write_str("`true`, `false` or a map of settings")
             }
-            fn visit_bool<E>(self, v: bool) -> Result<WebSocket, E> {
-                Ok(WebSocket::Enabled(v))
+            fn visit_bool<E>(self, v: bool) -> Result<OrBool<T>, E> {
+                Ok(OrBool::Bool(v))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
-            ) -> Result<WebSocket, A::Error> {
+            ) -> Result<OrBool<T>, A::Error> {
                 let de = serde::de::value::MapAccessDeserializer::new(map);
-                WebSocketBounds::deserialize(de).map(WebSocket::Bounded)
+                T::deserialize(de).map(OrBool::Map)
             }
         }
-        deserializer.deserialize_any(Visitor)
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
     }
+}
+
+/// A CORS policy: the server file's `cors:` (every route), or a route's own.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cors {
+    /// Origins whose pages may call: exact (`https://app.example.com`, `http://localhost:3000`),
+    /// one-label patterns (`https://*.example.com`), or `*` (any origin, not with credentials).
+    pub(crate) allow_origins: Vec<String>,
+    /// Methods a preflight may ask for (default: any method the route matches).
+    #[serde(default)]
+    pub(crate) allow_methods: Option<Vec<String>>,
+    /// Request headers a page may send (default `[Authorization, Content-Type]`).
+    #[serde(default)]
+    pub(crate) allow_headers: Option<Vec<String>>,
+    /// Response headers a page may read, besides `WWW-Authenticate` and `Retry-After`.
+    #[serde(default)]
+    pub(crate) expose_headers: Vec<String>,
+    /// Allow cookies and TLS client certificates (`Access-Control-Allow-Credentials: true`).
+    #[serde(default)]
+    pub(crate) allow_credentials: bool,
+    /// How long a browser may cache a preflight answer (default 10m, at most 24h).
+    #[serde(default)]
+    pub(crate) max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -201,6 +201,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "stages",
         &[
+            "cors",
             "decide",
             "exchange",
             "jwks",
