@@ -6,6 +6,8 @@
 //! `Access-Control-*` headers never reach the browser on a CORS route. `browser` checks the same
 //! with headless Chromium.
 
+mod browser;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
