@@ -83,75 +83,101 @@ fn a_route_replaces_the_policy_or_turns_it_off() {
 
 #[test]
 fn bad_server_file_values_are_refused_at_their_line() {
-    let error = |block: &str| {
-        one_error(
-            &server_with(block),
-            &[("policy.yaml", &policy_route(ROUTE))],
-        )
-    };
-    // The server file's lines 1-11 are the valid head; `cors:` is line 12.
-    let e = error("cors:\n  allow_origins: [\"*\"]\n  allow_credentials: true\n");
-    assert_error(
-        &e,
-        "scopegate.yaml",
-        14,
-        "`allow_credentials: true` with the `*` origin",
-    );
-    assert!(e.hint.as_deref().unwrap().contains("list the origins"));
-    let e = error("cors:\n  allow_origins:\n    - https://app.example.com\n    - \"*\"\n");
-    assert_error(&e, "scopegate.yaml", 15, "`*` is listed with other origins");
-    let e = error("cors:\n  allow_origins:\n    - https://app.example.com/\n");
-    assert_error(
-        &e,
-        "scopegate.yaml",
-        14,
-        "`https://app.example.com/` is not an origin",
-    );
-    let e = error("cors:\n  allow_origins: [\"https://*.com\"]\n");
-    assert_error(
-        &e,
-        "scopegate.yaml",
-        13,
-        "`*` may only stand for the first label",
-    );
-    let e = error("cors:\n  allow_origins: [\"null\"]\n");
-    assert_error(&e, "scopegate.yaml", 13, "the `null` origin is shared");
-    let e = error("cors:\n  allow_origins: []\n");
-    assert_error(&e, "scopegate.yaml", 13, "`allow_origins` is empty");
-    let e = error("cors:\n  allow_origins: [\"https://a.example\"]\n  allow_methods: [get]\n");
-    assert_error(
-        &e,
-        "scopegate.yaml",
-        14,
-        "`get` is not an upper-case method token",
-    );
-    let e = error("cors:\n  allow_origins: [\"https://a.example\"]\n  allow_methods: [HEAD]\n");
-    assert_error(&e, "scopegate.yaml", 14, "`allow_methods` lists HEAD");
-    let e =
-        error("cors:\n  allow_origins: [\"https://a.example\"]\n  allow_headers:\n    - \"*\"\n");
-    assert_error(&e, "scopegate.yaml", 15, "`*` is not a header name");
-    let e = error("cors:\n  allow_origins: [\"https://a.example\"]\n  expose_headers: [\"x y\"]\n");
-    assert_error(&e, "scopegate.yaml", 14, "`x y` is not a header name");
-    let e = error("cors:\n  allow_origins: [\"https://a.example\"]\n  max_age: 2d\n");
-    assert_error(&e, "scopegate.yaml", 14, "`max_age` is longer than 24h");
-    let e = error("cors:\n  allow_origins: [\"https://a.example\"]\n  allow_origin: x\n");
-    assert_error(&e, "scopegate.yaml", 14, "unknown field `allow_origin`");
+    // The server file's lines 1-11 are the valid head; `cors:` is line 12, `allow_origins` 13.
+    let origin = "cors:\n  allow_origins: [\"https://a.example\"]\n";
+    let cases = [
+        (
+            "cors:\n  allow_origins: [\"*\"]\n  allow_credentials: true\n".to_string(),
+            14,
+            "`allow_credentials: true` with the `*` origin",
+        ),
+        (
+            "cors:\n  allow_origins:\n    - https://app.example.com\n    - \"*\"\n".into(),
+            15,
+            "`*` is listed with other origins",
+        ),
+        (
+            "cors:\n  allow_origins:\n    - https://app.example.com/\n".into(),
+            14,
+            "`https://app.example.com/` is not an origin",
+        ),
+        (
+            "cors:\n  allow_origins: [\"https://*.com\"]\n".into(),
+            13,
+            "`*` may only stand for the first label",
+        ),
+        (
+            "cors:\n  allow_origins: [\"null\"]\n".into(),
+            13,
+            "the `null` origin is shared",
+        ),
+        (
+            "cors:\n  allow_origins: []\n".into(),
+            13,
+            "`allow_origins` is empty",
+        ),
+        (
+            format!("{origin}  allow_methods: [get]\n"),
+            14,
+            "`get` is not an upper-case method token",
+        ),
+        (
+            format!("{origin}  allow_methods: [HEAD]\n"),
+            14,
+            "`allow_methods` lists HEAD",
+        ),
+        (
+            format!("{origin}  allow_headers:\n    - \"*\"\n"),
+            15,
+            "`*` is not a header name",
+        ),
+        (
+            format!("{origin}  expose_headers: [\"x y\"]\n"),
+            14,
+            "`x y` is not a header name",
+        ),
+        (
+            format!("{origin}  max_age: 2d\n"),
+            14,
+            "`max_age` is longer than 24h",
+        ),
+        (
+            format!("{origin}  allow_origin: x\n"),
+            14,
+            "unknown field `allow_origin`",
+        ),
+    ];
+    for (block, line, text) in cases {
+        let policy = policy_route(ROUTE);
+        let e = one_error(&server_with(&block), &[("policy.yaml", &policy)]);
+        assert_error(&e, "scopegate.yaml", line, text);
+        assert!(e.hint.is_some(), "{e}");
+    }
 }
 
 #[test]
 fn bad_route_values_are_refused_at_their_line() {
-    let error = |tail: &str| {
-        one_error(
-            &server(),
-            &[("policy.yaml", &policy_route(&format!("{ROUTE}{tail}")))],
-        )
-    };
-    let e = error("    cors: true\n");
-    assert_error(&e, "policy.yaml", 6, "route `r` says `cors: true`");
-    let e = error("    cors: { allow_origins: [\"https://a.example\"], allow_methods: [POST] }\n");
-    assert_error(&e, "policy.yaml", 6, "the route does not match `POST`");
-    let e = error("    cors:\n      allow_origins: [\"https://a.example:443\"]\n");
-    assert_error(&e, "policy.yaml", 7, "port 443 is the scheme's default");
-    let e = error("    cors: { allow_orgins: [] }\n");
-    assert_error(&e, "policy.yaml", 6, "unknown field `allow_orgins`");
+    let cases = [
+        ("    cors: true\n", 6, "route `r` says `cors: true`"),
+        (
+            "    cors: { allow_origins: [\"https://a.example\"], allow_methods: [POST] }\n",
+            6,
+            "the route does not match `POST`",
+        ),
+        (
+            "    cors:\n      allow_origins: [\"https://a.example:443\"]\n",
+            7,
+            "port 443 is the scheme's default",
+        ),
+        (
+            "    cors: { allow_orgins: [] }\n",
+            6,
+            "unknown field `allow_orgins`",
+        ),
+    ];
+    for (tail, line, text) in cases {
+        let policy = policy_route(&format!("{ROUTE}{tail}"));
+        let e = one_error(&server(), &[("policy.yaml", &policy)]);
+        assert_error(&e, "policy.yaml", line, text);
+    }
 }
