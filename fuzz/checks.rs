@@ -358,6 +358,8 @@ pub fn token(data: &[u8]) -> bool {
             fetch_timeout: Duration::from_secs(5),
             combine: Combine::Intersect,
             max_token_age: Duration::from_secs(100 * 365 * 24 * 3600),
+            tls: None,
+            insecure_http: false,
         });
         let Ok(p) = scopegate::verify::principal_from_claims(&issuer, claims.clone()) else {
             continue;

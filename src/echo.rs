@@ -44,7 +44,7 @@ pub async fn start_verifying(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let verify: Arc<Verify> = Arc::new(discovery.map(|d| (d, FetchClient::new())));
+    let verify: Arc<Verify> = Arc::new(discovery.map(|d| (d, FetchClient::new(None))));
     crate::serve::spawn_listener(listener, None, shutdown, None, move |req, _| {
         let verify = verify.clone();
         async move { Ok::<_, Infallible>(echo(req, &verify).await) }

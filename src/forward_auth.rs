@@ -172,13 +172,7 @@ impl ForwardAuthConfig {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<Original, OriginalError> {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
-        if !self.trusted_peers.iter().any(|n| n.contains(&peer)) {
-            return Err(OriginalError::UntrustedPeer);
-        }
+        self.trust(peer)?;
         let convention = match self.convention {
             Some(pinned) => pinned,
             None => Convention::detect(headers)?,
@@ -223,6 +217,46 @@ impl ForwardAuthConfig {
                 host: host(one(headers, X_FORWARDED_HOST)?, X_FORWARDED_HOST)?,
             }),
             Convention::Envoy => self.envoy_original(method_, uri, headers),
+        }
+    }
+
+    /// The original request of an Envoy `ext_authz` gRPC check from `peer`, as its attributes
+    /// describe it: method, request target and host, with the client's headers, which must not
+    /// describe another request (a client could have written them).
+    pub fn described(
+        &self,
+        peer: IpAddr,
+        method: &str,
+        target: &str,
+        host: &str,
+        headers: &HeaderMap,
+    ) -> Result<Original, OriginalError> {
+        self.trust(peer)?;
+        if let Some(foreign) = DESCRIBING.iter().find(|n| headers.contains_key(**n)) {
+            return Err(OriginalError::Conflicting(foreign));
+        }
+        // Envoy sends the target as the client wrote it; `http` would drop a `#fragment`.
+        if target.contains('#') {
+            return Err(OriginalError::Malformed("path"));
+        }
+        Ok(Original {
+            method: Method::from_bytes(method.as_bytes())
+                .map_err(|_| OriginalError::Malformed("method"))?,
+            uri: origin_form(target, "path")?,
+            host: self::host(host, "host")?,
+        })
+    }
+
+    /// Whether `peer` may ask for decisions (an IPv4-mapped IPv6 address counts as IPv4).
+    fn trust(&self, peer: IpAddr) -> Result<(), OriginalError> {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        if self.trusted_peers.iter().any(|n| n.contains(&peer)) {
+            Ok(())
+        } else {
+            Err(OriginalError::UntrustedPeer)
         }
     }
 

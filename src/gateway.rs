@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::mint::{MintRequest, Minted, Minter};
 use crate::permissions::{Permissions, Query};
 use crate::policy::{Access, Route};
-use crate::policy::{Combine, IssuerConfig, KeysSource, Roles, ScopesFormat};
+use crate::policy::{IssuerConfig, Roles};
 use crate::principal::{Principal, TokenKind};
 use crate::proxy::{Inbound, Upstreams};
 use crate::reject::Rejection;
@@ -33,6 +33,7 @@ use crate::route::RouteTable;
 use crate::verify::Verifier;
 
 mod cors;
+mod ext_authz;
 mod folding;
 mod forward_auth;
 mod locate;
@@ -110,14 +111,24 @@ struct OwnPaths {
 
 impl Gateway {
     pub fn new(config: Config, metrics: Metrics) -> Self {
-        let client = crate::fetch::FetchClient::new();
-        let issuers: Vec<Arc<IssuerKeys>> = config
-            .issuers
-            .iter()
-            .map(|i| Arc::new(IssuerKeys::new(i.clone(), client.clone(), metrics.clone())))
+        metrics.insecure_http_targets.reset();
+        for target in &config.insecure_http {
+            tracing::warn!(%target, "plain http to a non-loopback host (insecure_http: true): anyone on the path can forge its answers");
+            metrics
+                .insecure_http_targets
+                .with_label_values(&[target])
+                .set(1);
+        }
+        let public = crate::fetch::FetchClient::new(None);
+        let client = |i: &IssuerConfig| match &i.tls {
+            Some(tls) => crate::fetch::FetchClient::new(Some(tls)),
+            None => public.clone(),
+        };
+        let issuers: Vec<Arc<IssuerKeys>> = (config.issuers.iter())
+            .map(|i| Arc::new(IssuerKeys::new(i.clone(), client(i), metrics.clone())))
             .collect();
         let own = Arc::new(IssuerKeys::local(
-            Arc::new(own_issuer(&config)),
+            config.own_issuer.clone(),
             KeySet::from_jwks(&config.signing.jwks()),
             metrics.clone(),
         ));
@@ -558,41 +569,4 @@ fn json_document(body: &serde_json::Value) -> Response<Body> {
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .body(Either::Right(Full::new(Bytes::from(body.to_string()))))
         .unwrap_or_else(|_| Response::new(Either::Right(Full::new(Bytes::new()))))
-}
-
-/// scopegate as an issuer of the tokens it mints and exchanges: verified with its own keys.
-fn own_issuer(config: &Config) -> IssuerConfig {
-    let mut audiences: Vec<String> = config
-        .upstreams
-        .values()
-        .map(|u| u.audience.clone())
-        .collect();
-    audiences.sort();
-    audiences.dedup();
-    let mut algorithms: Vec<_> = config.signing.keys.iter().map(|k| k.alg).collect();
-    algorithms.dedup();
-    IssuerConfig {
-        name: "scopegate".into(),
-        issuer: config.signing.issuer.clone(),
-        keys: KeysSource::Local,
-        algorithms,
-        audiences,
-        leeway: defaults::LEEWAY,
-        scopes_claim: "scope".into(),
-        scopes_format: ScopesFormat::Space,
-        typ: Some("at+jwt".into()),
-        refresh_interval: Duration::from_secs(3600),
-        unknown_kid_cooldown: defaults::UNKNOWN_KID_COOLDOWN,
-        fetch_timeout: Duration::from_secs(1),
-        combine: Combine::Intersect,
-        // scopegate's own tokens live as long as the longest exchange rule allows.
-        max_token_age: config
-            .exchange
-            .iter()
-            .flat_map(|e| e.rules.iter().map(|r| r.max_ttl))
-            .max()
-            .unwrap_or_default()
-            .max(defaults::MAX_TOKEN_AGE)
-            + Duration::from_secs(60),
-    }
 }

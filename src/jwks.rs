@@ -151,7 +151,7 @@ struct Discovery {
 impl IssuerKeys {
     /// Keys known in-process (scopegate's own): loaded from the start, never fetched.
     pub fn local(config: Arc<IssuerConfig>, keys: KeySet, metrics: Metrics) -> Self {
-        let this = Self::new(config, FetchClient::new(), metrics);
+        let this = Self::new(config, FetchClient::new(None), metrics);
         this.current.store(Some(Arc::new(keys)));
         this
     }
@@ -267,7 +267,7 @@ impl IssuerKeys {
                         doc.issuer, self.config.issuer
                     )));
                 }
-                discovered_jwks_uri(uri, &doc.jwks_uri)?
+                discovered_jwks_uri(uri, &doc.jwks_uri, self.config.insecure_http)?
             }
         };
         let doc: serde_json::Value =
@@ -314,15 +314,22 @@ impl IssuerKeys {
     }
 }
 
-/// The discovery document's `jwks_uri`, held to the same HTTPS-or-loopback rule as configured URLs.
-fn discovered_jwks_uri(discovery: &http::Uri, jwks_uri: &str) -> Result<http::Uri, JwksError> {
+/// The discovery document's `jwks_uri`, held to the same HTTPS-or-loopback rule as configured
+/// URLs: plain http only from a plain-http discovery document on loopback, or when the issuer
+/// says `insecure_http: true`.
+fn discovered_jwks_uri(
+    discovery: &http::Uri,
+    jwks_uri: &str,
+    insecure_http: bool,
+) -> Result<http::Uri, JwksError> {
     let uri: http::Uri = jwks_uri
         .parse()
         .map_err(|_| JwksError::Discovery("`jwks_uri` is not a URL".into()))?;
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http")
-            if crate::policy::is_loopback(&uri) && discovery.scheme_str() == Some("http") =>
+            if insecure_http
+                || (crate::policy::is_loopback(&uri) && discovery.scheme_str() == Some("http")) =>
         {
             Ok(uri)
         }

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric scopegate exports.
@@ -47,6 +47,8 @@ pub struct Metrics {
     /// CORS preflights scopegate answered, by outcome (`granted`, `origin_not_allowed`,
     /// `method_not_allowed`, `headers_not_allowed`).
     pub cors_preflights: IntCounterVec,
+    /// Targets reached over plain http on a non-loopback host (`insecure_http: true`), by name.
+    pub insecure_http_targets: IntGaugeVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -100,6 +102,7 @@ impl Metrics {
             websocket_bytes: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_bytes_total", "Bytes carried by WebSocket connections, by direction (upstream: client to upstream)."), &["direction"])),
             cors_preflights: register(&r, IntCounterVec::new(Opts::new("scopegate_cors_preflights_total", "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed."), &["outcome"])),
             websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
+            insecure_http_targets: register(&r, IntGaugeVec::new(Opts::new("scopegate_insecure_http_targets", "1 for each target (issuer/<name>, permissions) allowed plain http to a non-loopback host by insecure_http: true."), &["target"])),
             registry: r,
         }
     }

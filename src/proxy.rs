@@ -165,7 +165,10 @@ impl Upstreams {
                 let client = Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(256)
-                    .build(crate::fetch::https_connector(u.connect_timeout));
+                    .build(crate::fetch::https_connector(
+                        u.connect_timeout,
+                        u.tls.as_ref(),
+                    ));
                 // An `Authority` is always a valid header value.
                 let host = HeaderValue::from_str(u.authority.as_str())
                     .unwrap_or_else(|_| HeaderValue::from_static("localhost"));

@@ -204,7 +204,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             Some((limits, metrics.clone())),
             move |req, peer| {
                 let gateway = s.gateway();
-                async move { Ok::<_, Infallible>(gateway.handle_auth(req, peer).await) }
+                async move { Ok::<_, Infallible>(gateway.handle_auth_listener(req, peer).await) }
             },
         ));
     }

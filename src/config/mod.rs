@@ -1,6 +1,7 @@
 //! Configuration: reads `scopegate.yaml` and its policy files, validates everything, and produces
 //! the typed [`Config`] that request-time code uses without re-checking anything.
 
+mod client_tls;
 mod cors;
 pub mod defaults;
 mod error;
@@ -36,8 +37,8 @@ use locate::{Locator, Step};
     reason = "each section module holds the builders of one part of the file"
 )]
 use {
-    cors::*, exchange::*, forward_auth::*, limits::*, permissions::*, policy_tests::*, routes::*,
-    server::*, signing::*,
+    client_tls::*, cors::*, exchange::*, forward_auth::*, limits::*, permissions::*,
+    policy_tests::*, routes::*, server::*, signing::*,
 };
 
 use crate::route::RouteTable;
@@ -52,6 +53,10 @@ pub struct Config {
     pub(crate) routes: RouteTable,
     pub(crate) limits: Limits,
     pub(crate) signing: Arc<crate::signing::Signing>,
+    /// The targets allowed plain http to a non-loopback host (`issuer/<name>`, `permissions`).
+    pub(crate) insecure_http: Vec<String>,
+    /// scopegate as the issuer of the tokens it mints and exchanges.
+    pub(crate) own_issuer: Arc<IssuerConfig>,
     pub(crate) permissions: Option<PermissionsConfig>,
     /// Role name to the scopes it grants, from every policy file.
     pub(crate) roles: Roles,
@@ -200,6 +205,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         raw.tls
             .iter()
             .flat_map(|t| [base.join(&t.cert), base.join(&t.key)]),
+    );
+    // Targets' CA files and client certificates: a rotation (cert-manager) reloads.
+    let targets = (raw.issuers.values().filter_map(|i| i.tls.as_ref()))
+        .chain(raw.upstreams.values().filter_map(|u| u.tls.as_ref()))
+        .chain(raw.permissions.iter().filter_map(|p| p.tls.as_ref()));
+    watched.extend(
+        targets
+            .flat_map(raw::ClientTls::files)
+            .map(|f| base.join(f)),
     );
     match from_parsed(&server, raw, &base, &policies) {
         Ok(mut config) if errors.is_empty() => {
@@ -354,7 +368,7 @@ fn from_parsed(
     let issuers = raw
         .issuers
         .iter()
-        .filter_map(|(name, i)| issuer(&mut check, name, i))
+        .filter_map(|(name, i)| issuer(&mut check, base, name, i))
         .map(Arc::new)
         .collect::<Vec<_>>();
     let mut seen_iss: HashMap<&str, &str> = HashMap::new();
@@ -377,7 +391,9 @@ fn from_parsed(
     let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
         .upstreams
         .iter()
-        .filter_map(|(name, u)| upstream(&mut check, name, u).map(|u| (name.clone(), Arc::new(u))))
+        .filter_map(|(name, u)| {
+            upstream(&mut check, base, name, u).map(|u| (name.clone(), Arc::new(u)))
+        })
         .collect();
     let limits = limits(&mut check, &raw.limits);
     let signing = signing(&mut check, base, &raw.signing);
@@ -495,7 +511,9 @@ fn from_parsed(
         (Some(routes), Some(signing)) if errors.is_empty() => Ok(Config {
             listen,
             tls,
+            insecure_http: insecure_targets(&issuers, raw.permissions.as_ref()),
             issuers,
+            own_issuer: Arc::new(own_issuer(&upstreams, &signing, &exchange_rules)),
             upstreams,
             routes,
             limits,

@@ -7,7 +7,7 @@ use http::Uri;
 
 use super::limits::bounded;
 use super::locate::Step;
-use super::{Check, PermissionsConfig, defaults, raw};
+use super::{Check, PermissionsConfig, client_tls, defaults, raw};
 use crate::policy::{IssuerConfig, is_loopback};
 
 pub(super) fn permissions(
@@ -45,8 +45,13 @@ pub(super) fn permissions(
         (None, Some(url)) => match url.parse::<Uri>() {
             Ok(u)
                 if matches!(u.scheme_str(), Some("https"))
-                    || (u.scheme_str() == Some("http") && is_loopback(&u)) =>
+                    || (u.scheme_str() == Some("http")
+                        && (is_loopback(&u) || raw.insecure_http)) =>
             {
+                let tls = raw
+                    .tls
+                    .as_ref()
+                    .and_then(|t| client_tls(check, base, &[Step::Key("permissions")], t));
                 Arc::new(crate::permissions::http::HttpBackend::new(
                     u,
                     timeout,
@@ -56,13 +61,14 @@ pub(super) fn permissions(
                         raw.max_concurrency,
                         defaults::PERMISSIONS_MAX_CONCURRENCY,
                     ),
+                    tls.as_ref(),
                 ))
             }
             _ => {
                 check.error(
                     &at("url"),
                     format!("`{url}` is not an https URL (or http on loopback)"),
-                    "write the permissions API's URL, like `https://perms.internal/v1/check`; plain http is allowed only for loopback addresses",
+                    "write the permissions API's URL, like `https://perms.internal/v1/check`; plain http is allowed only for loopback addresses, or with `insecure_http: true`",
                 );
                 return None;
             }

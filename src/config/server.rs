@@ -8,7 +8,7 @@ use http::Uri;
 
 use super::limits::bounded;
 use super::locate::Step;
-use super::{Check, defaults, raw};
+use super::{Check, client_tls, defaults, raw};
 use crate::policy::{
     Combine, IssuerConfig, KeysSource, ScopesFormat, UpstreamConfig, asymmetric_algorithm,
     is_loopback,
@@ -86,8 +86,14 @@ pub(super) fn tls_config(
     }
 }
 
-/// Whether `uri` may be fetched for keys: HTTPS anywhere, plain HTTP only on loopback.
-pub(super) fn key_url(check: &mut Check<'_>, path: &[Step<'_>], value: &str) -> Option<Uri> {
+/// Whether `uri` may be fetched for keys: HTTPS anywhere, plain HTTP only on loopback unless
+/// the target says `insecure_http: true`.
+pub(super) fn key_url(
+    check: &mut Check<'_>,
+    path: &[Step<'_>],
+    value: &str,
+    insecure_http: bool,
+) -> Option<Uri> {
     let uri: Uri = match value.parse() {
         Ok(u) => u,
         Err(_) => {
@@ -101,12 +107,12 @@ pub(super) fn key_url(check: &mut Check<'_>, path: &[Step<'_>], value: &str) -> 
     };
     match uri.scheme_str() {
         Some("https") => Some(uri),
-        Some("http") if is_loopback(&uri) => Some(uri),
+        Some("http") if is_loopback(&uri) || insecure_http => Some(uri),
         Some("http") => {
             check.error(
                 path,
                 format!("`{value}` fetches keys over plain HTTP"),
-                "use https:// (plain http is allowed only for loopback addresses)",
+                "use https:// (plain http is allowed only for loopback addresses, or with `insecure_http: true` for an in-cluster IdP)",
             );
             None
         }
@@ -121,11 +127,19 @@ pub(super) fn key_url(check: &mut Check<'_>, path: &[Step<'_>], value: &str) -> 
     }
 }
 
-pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Option<IssuerConfig> {
+pub(super) fn issuer(
+    check: &mut Check<'_>,
+    base: &Path,
+    name: &str,
+    raw: &raw::Issuer,
+) -> Option<IssuerConfig> {
     let at = |key: &'static str| [Step::Key("issuers"), Step::Key(name), Step::Key(key)];
+    let insecure = raw.insecure_http;
     let keys = match (&raw.jwks_url, &raw.discovery_url) {
-        (Some(u), None) => key_url(check, &at("jwks_url"), u).map(KeysSource::Jwks),
-        (None, Some(u)) => key_url(check, &at("discovery_url"), u).map(KeysSource::Discovery),
+        (Some(u), None) => key_url(check, &at("jwks_url"), u, insecure).map(KeysSource::Jwks),
+        (None, Some(u)) => {
+            key_url(check, &at("discovery_url"), u, insecure).map(KeysSource::Discovery)
+        }
         _ => {
             check.error(&[Step::Key("issuers"), Step::Key(name)], format!("issuer `{name}` needs exactly one of `jwks_url` and `discovery_url`"), "set `jwks_url` to the issuer's JWKS, or `discovery_url` to its /.well-known/openid-configuration");
             None
@@ -208,6 +222,11 @@ pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Op
             raw.fetch_timeout.as_deref(),
             defaults::FETCH_TIMEOUT,
         ),
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| client_tls(check, base, &[Step::Key("issuers"), Step::Key(name)], t)),
+        insecure_http: insecure,
     };
     if config.leeway > defaults::MAX_LEEWAY {
         check.error(
@@ -221,6 +240,7 @@ pub(super) fn issuer(check: &mut Check<'_>, name: &str, raw: &raw::Issuer) -> Op
 
 pub(super) fn upstream(
     check: &mut Check<'_>,
+    base: &Path,
     name: &str,
     raw: &raw::Upstream,
 ) -> Option<UpstreamConfig> {
@@ -242,6 +262,13 @@ pub(super) fn upstream(
         );
         return None;
     };
+    if raw.tls.is_some() && scheme != http::uri::Scheme::HTTPS {
+        check.error(
+            &at("tls"),
+            format!("upstream `{name}` sets `tls` but its URL is plain http"),
+            "use an https:// URL, or remove `tls`",
+        );
+    }
     if path.as_ref().is_some_and(|p| p.query().is_some()) {
         check.error(
             &at("url"),
@@ -275,5 +302,32 @@ pub(super) fn upstream(
         ),
         folds_case: raw.folds_case,
         folds_trailing_slash: raw.folds_trailing_slash,
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| client_tls(check, base, &[Step::Key("upstreams"), Step::Key(name)], t)),
     })
+}
+
+/// The targets that `insecure_http: true` lets scopegate reach over plain http on a
+/// non-loopback host, named for the warning and the metric.
+pub(super) fn insecure_targets(
+    issuers: &[Arc<IssuerConfig>],
+    permissions: Option<&raw::Permissions>,
+) -> Vec<String> {
+    let plain = |u: &Uri| u.scheme_str() == Some("http") && !is_loopback(u);
+    let issuers = issuers.iter().filter(|i| match &i.keys {
+        KeysSource::Jwks(u) | KeysSource::Discovery(u) => i.insecure_http && plain(u),
+        KeysSource::Local => false,
+    });
+    let permissions = permissions.filter(|p| {
+        p.insecure_http
+            && (p.url.as_deref())
+                .and_then(|u| u.parse().ok())
+                .is_some_and(|u| plain(&u))
+    });
+    issuers
+        .map(|i| format!("issuer/{}", i.name))
+        .chain(permissions.map(|_| "permissions".to_string()))
+        .collect()
 }

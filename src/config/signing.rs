@@ -1,11 +1,16 @@
 //! scopegate's own issuer identity and signing keys.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::Uri;
 
 use super::locate::Step;
-use super::{Check, raw};
+use super::{Check, defaults, raw};
+use crate::policy::{Combine, IssuerConfig, KeysSource, ScopesFormat, UpstreamConfig};
+use crate::signing::Signing;
 
 pub(super) fn signing(
     check: &mut Check<'_>,
@@ -95,4 +100,42 @@ pub(super) fn signing(
         }
     }
     (keys.len() == raw.keys.len()).then_some(crate::signing::Signing { issuer, keys })
+}
+
+/// scopegate as an issuer of the tokens it mints and exchanges: verified with its own keys.
+pub(super) fn own_issuer(
+    upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+    signing: &Signing,
+    exchange_rules: &[crate::exchange::Rule],
+) -> IssuerConfig {
+    let mut audiences: Vec<String> = upstreams.values().map(|u| u.audience.clone()).collect();
+    audiences.sort();
+    audiences.dedup();
+    let mut algorithms: Vec<_> = signing.keys.iter().map(|k| k.alg).collect();
+    algorithms.dedup();
+    IssuerConfig {
+        name: "scopegate".into(),
+        issuer: signing.issuer.clone(),
+        keys: KeysSource::Local,
+        algorithms,
+        audiences,
+        leeway: defaults::LEEWAY,
+        scopes_claim: "scope".into(),
+        scopes_format: ScopesFormat::Space,
+        typ: Some("at+jwt".into()),
+        refresh_interval: Duration::from_secs(3600),
+        unknown_kid_cooldown: defaults::UNKNOWN_KID_COOLDOWN,
+        fetch_timeout: Duration::from_secs(1),
+        combine: Combine::Intersect,
+        // scopegate's own tokens live as long as the longest exchange rule allows.
+        max_token_age: exchange_rules
+            .iter()
+            .map(|r| r.max_ttl)
+            .max()
+            .unwrap_or_default()
+            .max(defaults::MAX_TOKEN_AGE)
+            + Duration::from_secs(60),
+        tls: None,
+        insecure_http: false,
+    }
 }

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::{Authorized, Gateway, Target};
 use crate::audit::Audit;
+use crate::forward_auth::{Original, OriginalError};
 use crate::mint::MintError;
 use crate::reject::Rejection;
 
@@ -22,27 +23,43 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let mut audit = Audit::default();
         let (parts, _body) = request.into_parts();
-        let traceparent = crate::audit::traceparent(&parts.headers);
-        let result =
-            match self
-                .forward_auth
-                .original(peer.ip(), &parts.method, &parts.uri, &parts.headers)
-            {
-                Err(e) => Err(Rejection::from(e)),
-                Ok(original) => {
-                    let target = Target {
-                        method: &original.method,
-                        uri: &original.uri,
-                        host: Some(&original.host),
-                        headers: &parts.headers,
-                    };
-                    self.authorize(&target, &mut audit)
-                        .await
-                        .and_then(|a| allowed_answer(&a))
-                }
-            };
+        let original =
+            self.forward_auth
+                .original(peer.ip(), &parts.method, &parts.uri, &parts.headers);
+        let method = parts.method.as_str();
+        let (response, _) = self
+            .decide_original(original, &parts.headers, method, "forward_auth", started)
+            .await;
+        response.map(Full::new)
+    }
+
+    /// Decides the original request an ingress describes (or refuses the description), records
+    /// it under `mode`, and answers as forward-auth does: 200 with the minted token and the
+    /// identity headers, or scopegate's rejection. Also says whether it was allowed.
+    pub(super) async fn decide_original(
+        &self,
+        original: Result<Original, OriginalError>,
+        headers: &HeaderMap,
+        method: &str,
+        mode: &'static str,
+        started: Instant,
+    ) -> (Response<Bytes>, bool) {
+        let mut audit = Audit::default();
+        let result = match original {
+            Err(e) => Err(Rejection::from(e)),
+            Ok(original) => {
+                let target = Target {
+                    method: &original.method,
+                    uri: &original.uri,
+                    host: Some(&original.host),
+                    headers,
+                };
+                self.authorize(&target, &mut audit)
+                    .await
+                    .and_then(|a| allowed_answer(&a))
+            }
+        };
         let (response, reason, allowed) = match result {
             Ok(r) => {
                 self.metrics
@@ -56,17 +73,17 @@ impl Gateway {
                 (self.reject(rejection, started), code, after_allow)
             }
         };
-        let response = response.map(Full::new);
+        let traceparent = crate::audit::traceparent(headers);
         self.finish(
             &audit,
-            "forward_auth",
-            parts.method.as_str(),
+            mode,
+            method,
             (allowed, reason),
             traceparent,
             started,
             &response,
         );
-        response
+        (response, allowed)
     }
 }
 

@@ -8,6 +8,16 @@ use super::*;
 use crate::keys::SigningKey;
 use crate::principal::Principal;
 
+/// A minter of 100 cached tokens on the system clock.
+fn minter(signing: Arc<Signing>) -> Minter {
+    Minter::new(
+        signing,
+        100,
+        crate::metrics::Metrics::new(),
+        Default::default(),
+    )
+}
+
 fn signing() -> Arc<Signing> {
     Arc::new(Signing {
         issuer: "https://gw.example".into(),
@@ -52,12 +62,7 @@ fn verified(signing: &Signing, minted: &Minted) -> Map<String, Value> {
 #[test]
 fn a_minted_token_is_the_rfc_9068_profile_and_never_outlives_the_caller() {
     let signing = signing();
-    let minter = Minter::new(
-        signing.clone(),
-        100,
-        crate::metrics::Metrics::new(),
-        Default::default(),
-    );
+    let minter = minter(signing.clone());
     let p = caller(json!({"azp": "cli"}), 60);
     let scopes = vec!["read".to_string()];
     let minted = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
@@ -86,12 +91,7 @@ fn a_minted_token_is_the_rfc_9068_profile_and_never_outlives_the_caller() {
 
 #[test]
 fn the_cache_reuses_a_token_only_for_the_same_request() {
-    let minter = Minter::new(
-        signing(),
-        100,
-        crate::metrics::Metrics::new(),
-        Default::default(),
-    );
+    let minter = minter(signing());
     let p = caller(json!({}), 600);
     let scopes = vec!["read".to_string()];
     let a = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
@@ -113,12 +113,7 @@ fn the_cache_reuses_a_token_only_for_the_same_request() {
 #[test]
 fn delegation_claims_are_carried_into_the_minted_token() {
     let signing = signing();
-    let minter = Minter::new(
-        signing.clone(),
-        100,
-        crate::metrics::Metrics::new(),
-        Default::default(),
-    );
+    let minter = minter(signing.clone());
     let p = caller(
         json!({"act": {"sub": "job"}, "resource": "https://api/b/1", "bound_path": "/b/1", "bound_methods": ["PUT"]}),
         600,

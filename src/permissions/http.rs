@@ -38,10 +38,15 @@ struct Body {
 }
 
 impl HttpBackend {
-    pub(crate) fn new(url: http::Uri, timeout: Duration, max_concurrency: usize) -> Self {
+    pub(crate) fn new(
+        url: http::Uri,
+        timeout: Duration,
+        max_concurrency: usize,
+        tls: Option<&crate::policy::ClientTls>,
+    ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(crate::fetch::https_connector(timeout));
+            .build(crate::fetch::https_connector(timeout, tls));
         Self {
             url,
             timeout,

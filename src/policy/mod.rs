@@ -7,6 +7,7 @@ mod cors;
 mod grants;
 mod route;
 
+pub use crate::fetch::ClientTls;
 pub use cors::{Cors, OriginPattern, OriginPatternError, Origins};
 pub use grants::{Grants, Membership};
 pub use route::{Access, Forward, ForwardScopes, OrgSource, Route, ScopeRule, WebSocketBounds};
@@ -51,6 +52,10 @@ pub struct IssuerConfig {
     /// The longest remaining lifetime (`exp` - now) a token may have: an `exp` absurdly far in
     /// the future is a forged or misissued token, and would pin the verified-token cache.
     pub max_token_age: Duration,
+    /// TLS towards its discovery and JWKS URLs; `None`: the public roots.
+    pub tls: Option<ClientTls>,
+    /// Plain `http://` is allowed to a non-loopback host (`insecure_http: true`).
+    pub insecure_http: bool,
 }
 
 #[cfg(test)]
@@ -73,6 +78,8 @@ impl IssuerConfig {
             fetch_timeout: Duration::from_secs(5),
             combine: Combine::Intersect,
             max_token_age: Duration::from_secs(24 * 3600),
+            tls: None,
+            insecure_http: false,
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct UpstreamConfig {
     /// Its router ignores a trailing `/`: a path that is another route's with or without it is
     /// refused.
     pub folds_trailing_slash: bool,
+    /// TLS towards an `https://` upstream; `None`: the public roots.
+    pub tls: Option<ClientTls>,
 }
 
 /// Size, cache and connection bounds.

@@ -55,6 +55,7 @@ impl Route {
                 max_concurrency: 8,
                 folds_case: false,
                 folds_trailing_slash: false,
+                tls: None,
             }),
             access,
             organization: None,

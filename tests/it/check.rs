@@ -161,6 +161,14 @@ fn broken_configs_fail_with_file_line_and_hint() {
             ],
         ),
         (
+            "missing-ca-file",
+            &[
+                "scopegate.yaml:12:7:",
+                "no CA certificate can be read from `/etc/scopegate/ca/missing-ca.crt`",
+                "hint: point `ca_file` at a PEM file",
+            ],
+        ),
+        (
             "plain-http-jwks",
             &[
                 "scopegate.yaml:6:5:",

@@ -18,7 +18,7 @@ const KUBERNETES_VERSION: &str = "1.30.0";
 
 /// API groups whose kinds are CRDs: `kubernetes-validate` has no schema for them (it warns and
 /// passes), so [`traefik_crds_have_their_essential_fields`] checks them.
-const CRD_GROUPS: &[&str] = &["traefik.io/"];
+const CRD_GROUPS: &[&str] = &["traefik.io/", "cert-manager.io/"];
 
 /// The headers scopegate's decision answer carries for the proxy to copy upstream.
 const RESPONSE_HEADERS: &[&str] = &[
@@ -138,6 +138,8 @@ fn traefik_crds_have_their_essential_fields() {
                     );
                 }
             }
+            // Its fields: `cert_manager_renews_the_client_certificate_and_ca_that_scopegate_reads`.
+            "Certificate" => assert_eq!(api_version, "cert-manager.io/v1"),
             other => panic!("{other} ({api_version}) is not checked here; add a check for it"),
         }
     }
@@ -320,72 +322,61 @@ fn pods_are_hardened_and_probe_the_admin_port() {
         }
     }
     assert_eq!(
-        scopegates, 3,
-        "sidecar, ingress-nginx and traefik each run scopegate"
+        scopegates, 4,
+        "sidecar, ingress-nginx, traefik and private-ca each run scopegate"
+    );
+}
+
+#[test]
+fn cert_manager_renews_the_client_certificate_and_ca_that_scopegate_reads() {
+    let docs = documents(&repo().join("deploy/kubernetes/private-ca.yaml"));
+    let certificate = docs.iter().find(|d| s(d, "kind") == "Certificate").unwrap();
+    let spec = &certificate["spec"];
+    assert!(strings(&spec["usages"]).contains(&"client auth"));
+    assert_eq!(s(&spec["privateKey"], "rotationPolicy"), "Always");
+    assert_eq!(s(&spec["issuerRef"], "group"), "cert-manager.io");
+    assert!(!spec["issuerRef"]["name"].is_null() && !spec["secretName"].is_null());
+    let deployment = docs.iter().find(|d| s(d, "kind") == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mounted = cert_manager_items(&docs, pod);
+    let config = server_config(&docs, pod);
+    let tls = [
+        &config["upstreams"]["orders-api"]["tls"],
+        &config["issuers"]["keycloak"]["tls"],
+    ];
+    let mut files = 0;
+    for tls in tls {
+        for key in ["ca_file", "client_cert", "client_key"] {
+            let Some(file) = tls[key].as_str() else {
+                continue;
+            };
+            let path = file.strip_prefix("/etc/scopegate/").unwrap();
+            assert!(mounted.contains_key(path), "{file} is not cert-manager's");
+            files += 1;
+        }
+    }
+    assert_eq!(
+        files, 4,
+        "the upstream's CA and client pair, and the IdP's CA"
     );
 }
 
 #[test]
 fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
-    let config: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo().join("deploy/envoy/ext_authz.yaml")).unwrap(),
-    )
-    .unwrap();
-    let listeners = config["static_resources"]["listeners"]
-        .as_sequence()
-        .unwrap();
-    let manager = &listeners[0]["filter_chains"][0]["filters"][0];
-    assert_eq!(
-        s(manager, "name"),
-        "envoy.filters.network.http_connection_manager"
-    );
-    let filters = manager["typed_config"]["http_filters"]
-        .as_sequence()
-        .unwrap();
-    let names: Vec<&str> = filters.iter().map(|f| s(f, "name")).collect();
+    let (config, names, filters) = envoy_filters("ext_authz.yaml");
     let ext_authz = names
         .iter()
-        .position(|n| *n == "envoy.filters.http.ext_authz")
-        .unwrap_or_else(|| panic!("no ext_authz filter in {names:?}"));
-    assert_eq!(
-        names.last(),
-        Some(&"envoy.filters.http.router"),
-        "{names:?}"
-    );
-
+        .position(|n| n == "envoy.filters.http.ext_authz")
+        .unwrap();
     let authz = &filters[ext_authz]["typed_config"];
-    assert_eq!(
-        s(authz, "@type"),
-        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
-    );
-    assert_eq!(
-        authz["failure_mode_allow"],
-        Value::Bool(false),
-        "fail closed"
-    );
     let http = &authz["http_service"];
     assert_eq!(s(http, "path_prefix"), "/envoy");
     assert_eq!(
         s(&http["server_uri"], "uri"),
         "http://scopegate-auth.scopegate.svc.cluster.local:8081"
     );
-
     // The cluster the check goes to is scopegate's auth port.
-    let cluster = s(&http["server_uri"], "cluster");
-    let clusters = config["static_resources"]["clusters"]
-        .as_sequence()
-        .unwrap();
-    let cluster = clusters
-        .iter()
-        .find(|c| s(c, "name") == cluster)
-        .unwrap_or_else(|| panic!("no cluster {cluster}"));
-    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-        ["socket_address"];
-    assert_eq!(
-        s(address, "address"),
-        "scopegate-auth.scopegate.svc.cluster.local"
-    );
-    assert_eq!(address["port_value"].as_u64(), Some(8081));
+    scopegate_auth_cluster(&config, s(&http["server_uri"], "cluster"));
 
     // What the check request carries, and what comes back into the request upstream.
     let request = patterns(&authz["allowed_headers"]);
@@ -406,7 +397,7 @@ fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
     // The client's own X-Scopegate-* headers are dropped before ext_authz runs.
     let strip = names
         .iter()
-        .position(|n| *n == "envoy.filters.http.header_mutation")
+        .position(|n| n == "envoy.filters.http.header_mutation")
         .unwrap();
     assert!(strip < ext_authz);
     let removed: Vec<&str> = filters[strip]["typed_config"]["mutations"]["request_mutations"]
@@ -421,6 +412,88 @@ fn envoy_ext_authz_asks_scopegate_fails_closed_and_forwards_the_minted_token() {
             "{removed:?}"
         );
     }
+}
+
+#[test]
+fn envoy_ext_authz_over_grpc_asks_scopegates_check_service_over_h2c_and_fails_closed() {
+    let (config, names, filters) = envoy_filters("ext_authz_grpc.yaml");
+    let ext_authz = names
+        .iter()
+        .position(|n| n == "envoy.filters.http.ext_authz")
+        .unwrap();
+    let authz = &filters[ext_authz]["typed_config"];
+    assert!(authz["http_service"].is_null(), "one transport: gRPC");
+    let grpc = &authz["grpc_service"];
+    assert!(grpc["timeout"].as_str().is_some());
+    let cluster = scopegate_auth_cluster(&config, s(&grpc["envoy_grpc"], "cluster_name"));
+    // gRPC needs HTTP/2; scopegate's auth listener speaks it without TLS (h2c).
+    let options = &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        s(options, "@type"),
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    );
+    assert!(options["explicit_http_config"]["http2_protocol_options"].is_mapping());
+    let request = patterns(&authz["allowed_headers"]);
+    for header in ["authorization", "x-organization"] {
+        assert!(matches(&request, header), "allowed_headers lacks {header}");
+    }
+}
+
+/// An Envoy config of deploy/envoy: the whole file, its HTTP filters' names and the filters.
+/// Every one has a fail-closed v3 ext_authz filter and ends with the router.
+fn envoy_filters(file: &str) -> (Value, Vec<String>, Vec<Value>) {
+    let config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/envoy").join(file)).unwrap(),
+    )
+    .unwrap();
+    let manager = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+    assert_eq!(
+        s(manager, "name"),
+        "envoy.filters.network.http_connection_manager"
+    );
+    let filters = manager["typed_config"]["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let names: Vec<String> = filters.iter().map(|f| s(f, "name").to_string()).collect();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("envoy.filters.http.router"),
+        "{file}: {names:?}"
+    );
+    let authz = &filters
+        .iter()
+        .find(|f| s(f, "name") == "envoy.filters.http.ext_authz")
+        .unwrap_or_else(|| panic!("{file}: no ext_authz filter in {names:?}"))["typed_config"];
+    assert_eq!(
+        s(authz, "@type"),
+        "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+    );
+    assert_eq!(s(authz, "transport_api_version"), "V3");
+    assert_eq!(
+        authz["failure_mode_allow"],
+        Value::Bool(false),
+        "{file}: fail closed"
+    );
+    (config, names, filters)
+}
+
+/// The cluster `name` of an Envoy config, checked to be scopegate's auth Service and port.
+fn scopegate_auth_cluster<'a>(config: &'a Value, name: &str) -> &'a Value {
+    let cluster = config["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| s(c, "name") == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"));
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(
+        s(address, "address"),
+        "scopegate-auth.scopegate.svc.cluster.local"
+    );
+    assert_eq!(address["port_value"].as_u64(), Some(8081));
+    cluster
 }
 
 #[test]
@@ -442,8 +515,8 @@ fn every_configmap_passes_scopegate_check_as_mounted() {
         }
     }
     assert_eq!(
-        checked, 3,
-        "sidecar, ingress-nginx and traefik each carry a configuration"
+        checked, 4,
+        "sidecar, ingress-nginx, traefik and private-ca each carry a configuration"
     );
 }
 
@@ -460,12 +533,16 @@ fn check_as_mounted(at: &str, tag: &str, docs: &[Value], pod: &Value, container:
         .clone()
         .unwrap_or_else(|| panic!("{at}: {config_path} comes from a Secret"));
     let parsed: Value = serde_yaml::from_str(&server).unwrap();
+    let cert_manager = cert_manager_items(docs, pod);
 
     for (path, text) in &files {
         let target = dir.join(path);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         match text {
             Some(text) => std::fs::write(&target, text).unwrap(),
+            None if cert_manager.contains_key(path) => {
+                std::fs::write(&target, &cert_manager[path]).unwrap();
+            }
             None => {
                 // A Secret item: it must be a signing key the server file names.
                 let key = parsed["signing"]["keys"]
@@ -507,6 +584,48 @@ fn check_as_mounted(at: &str, tag: &str, docs: &[Value], pod: &Value, container:
     assert!(ok, "{at}: scopegate check:\n{out}{err}");
     assert!(out.contains(": ok ("), "{at}: {out}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What cert-manager writes into the Secrets of the pod's projected volume that a `Certificate`
+/// in `docs` names (`ca.crt`, `tls.crt`, `tls.key`), made here by rcgen, by path in the mount.
+fn cert_manager_items(docs: &[Value], pod: &Value) -> BTreeMap<String, String> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let mut items = BTreeMap::new();
+    let sources = pod["volumes"].as_sequence().unwrap().iter().flat_map(|v| {
+        v["projected"]["sources"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default()
+    });
+    for secret in sources.filter(|s| !s["secret"].is_null()) {
+        let secret = &secret["secret"];
+        let Some(certificate) = docs
+            .iter()
+            .find(|d| s(d, "kind") == "Certificate" && d["spec"]["secretName"] == secret["name"])
+        else {
+            continue;
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = strings(&certificate["spec"]["dnsNames"]);
+        let leaf =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+        for item in secret["items"].as_sequence().unwrap() {
+            let text = match s(item, "key") {
+                "ca.crt" => ca.pem(),
+                "tls.crt" => leaf.pem(),
+                "tls.key" => key.serialize_pem(),
+                other => panic!("a cert-manager Secret has no item {other}"),
+            };
+            items.insert(s(item, "path").to_string(), text);
+        }
+    }
+    items
 }
 
 /// The files the volume mounted over `config_path` shows, by path inside the mount: the text of
@@ -655,7 +774,12 @@ fn manifests() -> Vec<PathBuf> {
         .collect();
     files.sort();
     let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap()).collect();
-    for expected in ["ingress-nginx.yaml", "sidecar.yaml", "traefik.yaml"] {
+    for expected in [
+        "ingress-nginx.yaml",
+        "private-ca.yaml",
+        "sidecar.yaml",
+        "traefik.yaml",
+    ] {
         assert!(names.iter().any(|n| *n == expected), "{expected} missing");
     }
     files

@@ -11,6 +11,7 @@ pub mod hostile;
 pub mod ingress;
 pub mod parsers;
 pub mod perms;
+pub mod pki;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
