@@ -382,3 +382,40 @@ pub fn token(data: &[u8]) -> bool {
     }
     accepted
 }
+
+/// `origin`: two lines (lossy UTF-8), an `allow_origins` entry for `OriginPattern::parse`, then
+/// an `Origin` header value. Never panics; an accepted pattern without `*` matches exactly its
+/// own text; one with `*` never matches itself, and matches an origin only when the origin is
+/// the pattern with `*` replaced by one lower-case DNS label (so never another scheme, port, a
+/// deeper or empty name, a path or userinfo).
+pub fn origin(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let (pattern, origin) = text.split_once('\n').unwrap_or((&text, ""));
+    let Ok(parsed) = scopegate::policy::OriginPattern::parse(pattern) else {
+        return false;
+    };
+    assert_eq!(
+        parsed.matches(pattern),
+        !pattern.contains('*'),
+        "{pattern:?}"
+    );
+    if parsed.matches(origin) {
+        match pattern.split_once('*') {
+            None => assert_eq!(origin, pattern),
+            Some((scheme, suffix)) => {
+                let label = origin
+                    .strip_prefix(scheme)
+                    .and_then(|rest| rest.strip_suffix(suffix))
+                    .unwrap_or_else(|| panic!("{pattern:?} matched {origin:?}"));
+                assert!(
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                    "{pattern:?} matched {origin:?}"
+                );
+            }
+        }
+    }
+    true
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::mint::Minted;
+use crate::policy::Route;
 use crate::principal::Principal;
 
 /// What the pipeline learned about one request, filled in stage by stage.
@@ -12,6 +13,8 @@ use crate::principal::Principal;
 pub struct Audit<'a> {
     /// The matched route (`none` before or without a match).
     pub route: &'a str,
+    /// The matched route itself, once matched (proxy mode reads its CORS policy).
+    pub matched: Option<&'a Arc<Route>>,
     /// The normalized path, once normalization passed.
     pub path: Option<String>,
     /// The verified caller (subject, and its token's `jti` or hash prefix).
@@ -36,6 +39,7 @@ impl Default for Audit<'_> {
     fn default() -> Self {
         Self {
             route: "none",
+            matched: None,
             path: None,
             principal: None,
             organization: None,

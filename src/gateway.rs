@@ -32,9 +32,11 @@ use crate::reject::Rejection;
 use crate::route::RouteTable;
 use crate::verify::Verifier;
 
+mod cors;
 mod ext_authz;
 mod folding;
 mod forward_auth;
+mod locate;
 mod outcome;
 mod token_endpoint;
 
@@ -88,6 +90,8 @@ pub struct Gateway {
     auth_failures: crate::exchange::AuthFailures,
     forward_auth: ForwardAuthConfig,
     requests: Arc<RequestRules>,
+    /// The server file's CORS policy, for answers no route was matched for.
+    cors: Option<Arc<crate::policy::Cors>>,
     pub metrics: Metrics,
     /// Trusted identity providers (not scopegate itself).
     pub issuers: Vec<Arc<IssuerKeys>>,
@@ -174,6 +178,7 @@ impl Gateway {
             exchange: config.exchange,
             forward_auth: config.forward_auth,
             requests: Arc::new(config.requests),
+            cors: config.cors,
             metrics,
             issuers,
             own_paths,
@@ -260,13 +265,20 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let traceparent = crate::audit::traceparent(&parts.headers).map(str::to_string);
+        let origin = crate::cors::origin(&parts.headers).cloned();
         let grpc = crate::grpc::requested(&parts.headers);
-        let result = self
-            .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
-            .await;
+        let preflight = self.preflight(&parts, &mut audit);
+        let answered = preflight.is_some();
+        let result = match preflight {
+            Some(answer) => answer.map(|r| (r, "preflight")),
+            None => self
+                .proxy_allowed(parts, body, peer, scheme, started, &mut audit)
+                .await
+                .map(|r| (r.map(Either::Left), "allowed")),
+        };
         // A gRPC refusal is counted and logged under the HTTP status it stands for.
-        let (status, response, reason, allowed) = match result {
-            Ok(r) => (r.status(), r.map(Either::Left), "allowed", true),
+        let (status, mut response, reason, allowed) = match result {
+            Ok((r, reason)) => (r.status(), r, reason, true),
             Err(rejection) => {
                 let (code, after_allow) = (rejection.code(), rejection.after_allow());
                 let status = rejection.status();
@@ -275,6 +287,7 @@ impl Gateway {
                 (status, response, code, after_allow)
             }
         };
+        self.cors_headers(&audit, origin.as_ref(), answered, response.headers_mut());
         let (method, traceparent) = (method.as_str(), traceparent.as_deref());
         let decided = (allowed, reason);
         self.finish(
@@ -394,24 +407,12 @@ impl Gateway {
         audit: &mut Audit<'a>,
         overrides: &Overrides,
     ) -> Result<Authorized<'a>, Rejection> {
-        self.requests.check_headers(target.headers)?;
-        // HEAD is judged as GET; the upstream still gets the HEAD.
-        let method = self.requests.routing_method(target.method)?;
-        crate::inbound::check_query(target.uri.query())?;
-        let path = crate::normalize::normalize(target.uri.path())?;
+        let (method, path) = self.checked(target)?;
         let host = target.host.map(Host::name);
-        let matched = self
-            .routes
-            .find(&method, host, &path)
-            .ok_or(Rejection::NoRoute)?;
+        let matched = self.matched(&method, host, &path)?;
         let route = matched.route;
-        if !route.matrix_params && path.contains(';') {
-            return Err(crate::normalize::PathError::MatrixParameter.into());
-        }
-        if self.folds_to_another_route(route, &method, host, &path) {
-            return Err(crate::normalize::PathError::FoldsToAnotherRoute.into());
-        }
         audit.route = &route.name;
+        audit.matched = Some(route);
         audit.path = Some(path.clone());
         audit.condition = route.condition.as_ref().map(|c| c.source());
         // Only `explain` reads the params: copying them costs every other request.

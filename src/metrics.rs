@@ -44,6 +44,9 @@ pub struct Metrics {
     pub websocket_bytes: IntCounterVec,
     /// Closed WebSocket tunnels by reason (`closed`, `idle`, `lifetime`, `shutdown`, `error`).
     pub websocket_closures: IntCounterVec,
+    /// CORS preflights scopegate answered, by outcome (`granted`, `origin_not_allowed`,
+    /// `method_not_allowed`, `headers_not_allowed`).
+    pub cors_preflights: IntCounterVec,
     /// Targets reached over plain http on a non-loopback host (`insecure_http: true`), by name.
     pub insecure_http_targets: IntGaugeVec,
 }
@@ -97,6 +100,7 @@ impl Metrics {
             token_exchanges: register(&r, IntCounterVec::new(Opts::new("scopegate_token_exchanges_total", "Token exchanges by client and result."), &["client", "result"])),
             websocket_connections: register(&r, IntGauge::new("scopegate_websocket_connections", "WebSocket connections open now.")),
             websocket_bytes: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_bytes_total", "Bytes carried by WebSocket connections, by direction (upstream: client to upstream)."), &["direction"])),
+            cors_preflights: register(&r, IntCounterVec::new(Opts::new("scopegate_cors_preflights_total", "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed."), &["outcome"])),
             websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
             insecure_http_targets: register(&r, IntGaugeVec::new(Opts::new("scopegate_insecure_http_targets", "1 for each target (issuer/<name>, permissions) allowed plain http to a non-loopback host by insecure_http: true."), &["target"])),
             registry: r,

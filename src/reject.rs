@@ -70,6 +70,10 @@ pub enum Rejection {
     /// A protocol upgrade other than an allowed WebSocket (400).
     #[error(transparent)]
     Upgrade(#[from] crate::websocket::UpgradeError),
+    /// A CORS preflight for a route whose policy does not allow its origin, method or headers
+    /// (403, without any grant header).
+    #[error(transparent)]
+    Cors(#[from] crate::cors::CorsError),
     /// The token to forward could not be minted (500; 401 when the caller's token just expired).
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -206,6 +210,7 @@ impl Rejection {
                 },
                 Challenge::None,
             ),
+            Rejection::Cors(e) => (StatusCode::FORBIDDEN, e.code(), Challenge::None),
             Rejection::Mint(MintError::Expired) => {
                 (StatusCode::UNAUTHORIZED, "token_expired", InvalidToken)
             }

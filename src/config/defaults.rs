@@ -65,3 +65,13 @@ pub const MAX_AUTH_FAILURES_PER_MINUTE: u32 = 10;
 pub const WEBSOCKET_IDLE_TIMEOUT: Duration = secs(300);
 /// The lifetime of a public route's WebSocket connections (others end with their minted token).
 pub const PUBLIC_WEBSOCKET_MAX_LIFETIME: Duration = secs(3600);
+
+// CORS.
+/// How long a browser may cache a preflight answer.
+pub const CORS_MAX_AGE: Duration = secs(600);
+/// The longest `max_age` accepted (browsers cap it lower: Chromium at 2h, Firefox at 24h).
+pub const CORS_MAX_AGE_BOUND: Duration = secs(24 * 3600);
+/// Request headers a page may send when `allow_headers` is not given.
+pub const CORS_ALLOW_HEADERS: [&str; 2] = ["authorization", "content-type"];
+/// Response headers a page may always read: why scopegate refused, and when to retry.
+pub const CORS_EXPOSE_HEADERS: [&str; 2] = ["www-authenticate", "retry-after"];

@@ -125,6 +125,14 @@ pub(super) fn bounded(
     }
 }
 
+/// `m` as a method, when it is an upper-case method token (as clients send methods).
+pub(super) fn upper_method(m: &str) -> Option<Method> {
+    Method::from_bytes(m.as_bytes()).ok().filter(|_| {
+        m.bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    })
+}
+
 pub(super) fn requests(
     check: &mut Check<'_>,
     raw: Option<&raw::Requests>,
@@ -133,14 +141,9 @@ pub(super) fn requests(
     let Some(raw) = raw else { return rules };
     let at = |key: &'static str, i: usize| [Step::Key("requests"), Step::Key(key), Step::Index(i)];
     for (i, m) in raw.extension_methods.iter().enumerate() {
-        match Method::from_bytes(m.as_bytes()) {
-            Ok(method)
-                if m.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') =>
-            {
-                rules.extension_methods.push(method);
-            }
-            _ => check.error(
+        match upper_method(m) {
+            Some(method) => rules.extension_methods.push(method),
+            None => check.error(
                 &at("extension_methods", i),
                 format!("`{m}` is not an upper-case method token"),
                 "write the method as clients send it, in upper case, like `PROPFIND`",

@@ -2,6 +2,7 @@
 //! the typed [`Config`] that request-time code uses without re-checking anything.
 
 mod client_tls;
+mod cors;
 pub mod defaults;
 mod error;
 mod exchange;
@@ -36,8 +37,8 @@ use locate::{Locator, Step};
     reason = "each section module holds the builders of one part of the file"
 )]
 use {
-    client_tls::*, exchange::*, forward_auth::*, limits::*, permissions::*, policy_tests::*,
-    routes::*, server::*, signing::*,
+    client_tls::*, cors::*, exchange::*, forward_auth::*, limits::*, permissions::*,
+    policy_tests::*, routes::*, server::*, signing::*,
 };
 
 use crate::route::RouteTable;
@@ -64,6 +65,9 @@ pub struct Config {
     pub(crate) forward_auth: crate::forward_auth::ForwardAuthConfig,
     /// Methods accepted and headers stripped before forwarding.
     pub(crate) requests: crate::inbound::RequestRules,
+    /// The server file's CORS policy: every route's unless it has its own, and that of answers
+    /// no route matched.
+    pub(crate) cors: Option<Arc<crate::policy::Cors>>,
     /// Files and folders whose change triggers a reload (empty for configs built from text).
     pub watched: Vec<PathBuf>,
     pub(crate) log: LogConfig,
@@ -330,6 +334,11 @@ fn from_parsed(
     };
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
     let requests = requests(&mut check, raw.requests.as_ref());
+    let global_cors = raw
+        .cors
+        .as_ref()
+        .and_then(|c| cors(&mut check, &[Step::Key("cors")], c, None))
+        .map(Arc::new);
     let log = LogConfig {
         json: matches!(
             raw.log.as_ref().and_then(|l| l.format),
@@ -447,7 +456,14 @@ fn from_parsed(
             }
         }
         for (i, r) in policy.routes.iter().enumerate() {
-            if let Some(route) = route(&mut pcheck, i, r, &upstreams, permissions.is_some()) {
+            if let Some(route) = route(
+                &mut pcheck,
+                i,
+                r,
+                &upstreams,
+                permissions.is_some(),
+                global_cors.as_ref(),
+            ) {
                 origins.push((
                     source.path.clone(),
                     pcheck.locator.find(&[Step::Key("routes"), Step::Index(i)]),
@@ -514,6 +530,7 @@ fn from_parsed(
             }),
             forward_auth,
             requests,
+            cors: global_cors,
             watched: Vec::new(),
             clock: crate::token::Clock::default(),
             log,

@@ -17,6 +17,7 @@ pub(super) fn route(
     raw: &raw::Route,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
     has_permissions: bool,
+    global_cors: Option<&Arc<crate::policy::Cors>>,
 ) -> Option<Route> {
     let at = |key: &'static str| [Step::Key("routes"), Step::Index(i), Step::Key(key)];
     let at_match = |key: &'static str| {
@@ -169,7 +170,7 @@ pub(super) fn route(
         .as_ref()
         .map_or_else(crate::policy::Forward::default, |f| forward(check, i, f));
     let websocket = match &raw.websocket {
-        None | Some(raw::WebSocket::Enabled(false)) => None,
+        None | Some(raw::OrBool::Bool(false)) => None,
         Some(w) => {
             if methods
                 .as_ref()
@@ -193,6 +194,25 @@ pub(super) fn route(
             let bounds = websocket(check, i, w, raw.public);
             ok &= bounds.is_some();
             bounds
+        }
+    };
+    let cors = match &raw.cors {
+        None => global_cors.cloned(),
+        Some(raw::OrBool::Bool(false)) => None,
+        Some(raw::OrBool::Bool(true)) => {
+            check.error(
+                &at("cors"),
+                format!("route `{name}` says `cors: true`"),
+                "a route has the server file's `cors:` unless it says otherwise: remove this, write `false` for none, or give the route a block of its own",
+            );
+            ok = false;
+            None
+        }
+        Some(raw::OrBool::Map(c)) => {
+            let at = [Step::Key("routes"), Step::Index(i), Step::Key("cors")];
+            let policy = super::cors(check, &at, c, methods.as_deref());
+            ok &= policy.is_some();
+            policy.map(Arc::new)
         }
     };
     if let Some(u) = &upstream {
@@ -229,6 +249,7 @@ pub(super) fn route(
         max_body_bytes: raw.max_body_bytes,
         matrix_params: raw.matrix_params,
         websocket,
+        cors,
     })
 }
 
@@ -248,8 +269,8 @@ pub(super) fn websocket(
         ]
     };
     let given = match raw {
-        raw::WebSocket::Bounded(b) => b,
-        raw::WebSocket::Enabled(_) => &raw::WebSocketBounds::default(),
+        raw::OrBool::Map(b) => b,
+        raw::OrBool::Bool(_) => &raw::WebSocketBounds::default(),
     };
     let errors = check.errors.len();
     let positive = |check: &mut Check<'_>, key: &'static str, value: Option<&str>| {

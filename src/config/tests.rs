@@ -9,6 +9,7 @@ use http::Method;
 use super::{Combine, Config, ConfigError, KeysSource, ScopesFormat, Source, from_sources};
 
 mod client_tls;
+mod cors;
 mod protocol;
 mod websocket;
 use crate::policy::Access;

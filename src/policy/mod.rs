@@ -1,12 +1,14 @@
 //! The validated policy types the stages share: an issuer, an upstream, the size and time
-//! bounds, the role table, a route and what a backend grants. Configuration builds them;
-//! request-time stages read them. Below every stage (it imports only the `condition` leaf), so
+//! bounds, the role table, a route (with its CORS policy) and what a backend grants.
+//! Configuration builds them; request-time stages read them. Below every stage (it imports only the `condition` leaf), so
 //! every stage can depend on it and none on `config` or on another stage for its types.
 
+mod cors;
 mod grants;
 mod route;
 
 pub use crate::fetch::ClientTls;
+pub use cors::{Cors, OriginPattern, OriginPatternError, Origins};
 pub use grants::{Grants, Membership};
 pub use route::{Access, Forward, ForwardScopes, OrgSource, Route, ScopeRule, WebSocketBounds};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 
 use crate::condition::Condition;
-use crate::policy::UpstreamConfig;
+use crate::policy::{Cors, UpstreamConfig};
 
 /// One validated route.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub struct Route {
     pub matrix_params: bool,
     /// The bounds of its WebSocket connections; `None`: upgrades are refused.
     pub websocket: Option<WebSocketBounds>,
+    /// Its CORS policy (its own, else the server file's); `None`: scopegate does no CORS here.
+    pub cors: Option<Arc<Cors>>,
 }
 
 #[cfg(test)]
@@ -63,6 +65,7 @@ impl Route {
             max_body_bytes: None,
             matrix_params: false,
             websocket: None,
+            cors: None,
         }
     }
 }

@@ -191,6 +191,18 @@ fn broken_configs_fail_with_file_line_and_hint() {
             ],
         ),
         (
+            "cors-policy",
+            &[
+                "scopegate.yaml:15:",
+                "`allow_credentials: true` with the `*` origin",
+                "hint: browsers refuse credentials for any origin",
+                "policies/builds.yaml:8:",
+                "`https://*.com` is not an origin",
+                "policies/builds.yaml:9:",
+                "the route does not match `POST`",
+            ],
+        ),
+        (
             "websocket-without-get",
             &[
                 "policies/chat.yaml:6:",

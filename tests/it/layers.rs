@@ -202,6 +202,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "stages",
         &[
+            "cors",
             "decide",
             "exchange",
             "jwks",

@@ -16,6 +16,7 @@ mod util;
 mod admin;
 mod auth;
 mod check;
+mod cors;
 mod dashboard;
 mod deploy;
 mod dev;

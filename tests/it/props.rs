@@ -374,3 +374,44 @@ fn a_token_of_any_shape_never_panics_and_a_principal_keeps_its_claims() {
     ];
     property("token", checks::token, 1000, inputs);
 }
+
+/// Labels of an origin pattern's host: mostly valid, some not.
+const ORIGIN_LABEL: &[&str] = &[
+    "a", "example", "com", "pr-7", "xn--p1ai", "0", "b", "org", "a", "example", "com", "A", "a_b",
+    "-a", "", "*", "a/b", "u@a", "é",
+];
+
+/// What an origin's `*` may be replaced by, valid and not.
+const ORIGIN_STAR: &[&str] = &[
+    "a", "pr-7", "x1", "A", "a.b", "", "a/", "a:1", "@", "-", "*",
+];
+
+#[test]
+fn an_origin_pattern_matches_only_its_own_origins() {
+    let scheme = prop_oneof![
+        8 => one_of(&["https://", "http://"]),
+        1 => one_of(&["ftp://", "https:/", ""]),
+    ];
+    let star = prop_oneof![6 => one_of(&["*.", ""]), 1 => one_of(&["*", "a*."])];
+    let host = proptest::collection::vec(one_of(ORIGIN_LABEL), 1..4).prop_map(|l| l.join("."));
+    let port = prop_oneof![
+        6 => one_of(&["", ":8443", ":3000"]),
+        1 => one_of(&[":443", ":80", ":0", ":08", ":99999", ":"]),
+    ];
+    let pattern = (scheme, star, host, port).prop_map(|(s, star, h, p)| format!("{s}{star}{h}{p}"));
+    let inputs = (
+        pattern,
+        one_of(ORIGIN_STAR),
+        made_of(ORIGIN_STAR, 4),
+        any::<bool>(),
+    )
+        .prop_map(|(pattern, label, noise, filled)| {
+            let origin = if filled {
+                pattern.replacen('*', &label, 1)
+            } else {
+                format!("https://{noise}")
+            };
+            format!("{pattern}\n{origin}")
+        });
+    property("origin", checks::origin, 2000, inputs);
+}
