@@ -190,22 +190,10 @@ fn denied(answer: &Response<Bytes>) -> CheckResponse {
     }
     client.set_body(String::from_utf8_lossy(answer.body()));
     let reason = status.canonical_reason().unwrap_or("denied");
-    let mut response = CheckResponse::with_status(tonic::Status::new(grpc_code(status), reason));
+    let mut response = CheckResponse::with_status(tonic::Status::new(
+        tonic::Code::from(i32::from(crate::grpc::code(status))),
+        reason,
+    ));
     response.set_http_response(client);
     response
-}
-
-/// The gRPC status that says what an HTTP answer of scopegate's says.
-fn grpc_code(status: StatusCode) -> tonic::Code {
-    match status {
-        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
-        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
-        StatusCode::NOT_FOUND => tonic::Code::NotFound,
-        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-            tonic::Code::Unavailable
-        }
-        s if s.is_client_error() => tonic::Code::InvalidArgument,
-        _ => tonic::Code::Internal,
-    }
 }
