@@ -363,6 +363,8 @@ async fn start_grpc_echo() -> SocketAddr {
     let (listener, addr) = bind_loopback().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // As tonic's own server does: small HTTP/2 frames must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
             let service = hyper::service::service_fn(|request| async move {
                 let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default());
                 Ok::<_, std::convert::Infallible>(grpc.unary(EchoUnary, request).await)
