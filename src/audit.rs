@@ -9,11 +9,10 @@ use crate::policy::Route;
 use crate::principal::Principal;
 
 /// What the pipeline learned about one request, filled in stage by stage.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Audit<'a> {
-    /// The matched route (`none` before or without a match).
-    pub route: &'a str,
-    /// The matched route itself, once matched (proxy mode reads its CORS policy).
+    /// The matched route, once matched (its name labels metrics and logs; proxy mode reads its
+    /// CORS policy).
     pub matched: Option<&'a Arc<Route>>,
     /// The normalized path, once normalization passed.
     pub path: Option<String>,
@@ -35,21 +34,10 @@ pub struct Audit<'a> {
     pub minted: Option<Arc<Minted>>,
 }
 
-impl Default for Audit<'_> {
-    fn default() -> Self {
-        Self {
-            route: "none",
-            matched: None,
-            path: None,
-            principal: None,
-            organization: None,
-            detailed: false,
-            params: Vec::new(),
-            condition: None,
-            grants: None,
-            effective: None,
-            minted: None,
-        }
+impl Audit<'_> {
+    /// The matched route's name, `none` before or without a match.
+    pub fn route_name(&self) -> &str {
+        self.matched.map_or("none", |r| r.name.as_str())
     }
 }
 
@@ -75,7 +63,7 @@ impl Audit<'_> {
         tracing::info!(
             target: "scopegate::audit",
             mode = o.mode,
-            route = self.route,
+            route = self.route_name(),
             method = o.method,
             path = self.path.as_deref().unwrap_or(""),
             subject = self.principal.as_deref().map_or("", |p| p.subject.as_str()),

@@ -141,7 +141,7 @@ pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     let result = gateway
         .authorize_with(&target, &mut audit, &overrides)
         .await;
-    trace.route = (audit.route != "none").then(|| audit.route.to_string());
+    trace.route = audit.matched.map(|r| r.name.clone());
     trace.params = std::mem::take(&mut audit.params);
     trace.condition = audit.condition.map(str::to_string);
     trace.organization.clone_from(&audit.organization);

@@ -411,7 +411,6 @@ impl Gateway {
         let host = target.host.map(Host::name);
         let matched = self.matched(&method, host, &path)?;
         let route = matched.route;
-        audit.route = &route.name;
         audit.matched = Some(route);
         audit.path = Some(path.clone());
         audit.condition = route.condition.as_ref().map(|c| c.source());

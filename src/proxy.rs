@@ -254,15 +254,16 @@ impl Upstreams {
         let (client, version) = pooled
             .client(request.version(), inbound.websocket)
             .ok_or(UpstreamError::Unavailable)?;
-        let trailers = TrailerRules {
-            rules: inbound.rules.clone(),
-            decision: inbound.decision_header.cloned(),
-        };
         let mut request = request.map(|body| {
-            // A request without a body (most GETs) has nothing to stall: no timer for it.
+            // A request without a body (most GETs) has nothing to stall, and no trailers to
+            // clean: no timer for it.
             if hyper::body::Body::is_end_stream(&body) {
                 return body.map_err(Into::into).boxed_unsync();
             }
+            let trailers = TrailerRules {
+                rules: inbound.rules.clone(),
+                decision: inbound.decision_header.cloned(),
+            };
             let body = body.map_frame(move |f| trailers.clean(f));
             match max_body {
                 // A stream that outgrows the bound is cut off (the upstream sees an aborted body).

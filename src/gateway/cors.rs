@@ -48,7 +48,6 @@ impl Gateway {
                 (route, path, Err(CorsError::Method))
             }
         };
-        audit.route = &route.name;
         audit.path = Some(path);
         audit.matched = Some(route);
         let label = outcome.as_ref().map_or_else(|e| e.outcome(), |_| "granted");

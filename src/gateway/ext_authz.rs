@@ -50,11 +50,7 @@ impl Gateway {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<AuthBody> {
-        let grpc = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if !grpc {
+        if crate::grpc::requested(request.headers()).is_none() {
             return self.handle_auth(request, peer).await.map(Either::Left);
         }
         let mut server = AuthorizationServer::new(Check {

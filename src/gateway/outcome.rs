@@ -51,7 +51,7 @@ impl Gateway {
         let decision = if allowed { "allow" } else { "deny" };
         self.metrics
             .requests
-            .with_label_values(&[audit.route, decision, status.as_str()])
+            .with_label_values(&[audit.route_name(), decision, status.as_str()])
             .inc();
         audit.emit(&crate::audit::Outcome {
             mode,
