@@ -11,7 +11,7 @@ mod tests;
 use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::policy::{Cors, Origins};
+use crate::policy::{Cors, Origins, joined};
 
 /// Why a preflight is refused (403, without any grant header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -142,8 +142,8 @@ pub(crate) fn decorate(policy: &Cors, origin: Option<&HeaderValue>, headers: &mu
     vary(headers);
     if let Some(origin) = origin.filter(|o| allowed(&policy.origins, o)) {
         allow_origin(policy, origin, headers);
-        if let Some(exposed) = joined(&policy.expose) {
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
+        if let Some(exposed) = policy.expose.value() {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed.clone());
         }
     }
 }
@@ -177,16 +177,4 @@ fn allow_origin(policy: &Cors, origin: &HeaderValue, headers: &mut HeaderMap) {
             HeaderValue::from_static("true"),
         );
     }
-}
-
-/// `a, b, c`, or `None` for an empty list.
-fn joined(names: &[HeaderName]) -> Option<HeaderValue> {
-    let text = names
-        .iter()
-        .map(HeaderName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    (!text.is_empty())
-        .then(|| HeaderValue::from_str(&text).ok())
-        .flatten()
 }

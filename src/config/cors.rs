@@ -135,7 +135,7 @@ pub(super) fn cors(
         origins,
         methods,
         headers,
-        expose,
+        expose: expose.into(),
         credentials: raw.allow_credentials,
         max_age,
     })

@@ -16,7 +16,7 @@ fn policy(origins: &[&str]) -> Cors {
         ),
         methods: None,
         headers: vec![header::AUTHORIZATION, header::CONTENT_TYPE],
-        expose: vec![header::WWW_AUTHENTICATE, header::RETRY_AFTER],
+        expose: vec![header::WWW_AUTHENTICATE, header::RETRY_AFTER].into(),
         credentials: false,
         max_age: Duration::from_secs(600),
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 
 /// One CORS policy, validated at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,11 +16,49 @@ pub struct Cors {
     /// Request headers a preflight may ask for (besides the CORS-safelisted ones).
     pub headers: Vec<HeaderName>,
     /// Response headers the page may read, `WWW-Authenticate` and `Retry-After` included.
-    pub expose: Vec<HeaderName>,
+    pub expose: HeaderList,
     /// Whether the page may send cookies and read the answer (`Access-Control-Allow-Credentials`).
     pub credentials: bool,
     /// How long a browser may cache a preflight's answer.
     pub max_age: Duration,
+}
+
+/// Header names, and the one header value that lists them (`a, b`), joined once at load: an
+/// answer copies the value instead of joining the names again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderList {
+    names: Vec<HeaderName>,
+    value: Option<HeaderValue>,
+}
+
+impl From<Vec<HeaderName>> for HeaderList {
+    fn from(names: Vec<HeaderName>) -> Self {
+        let value = joined(&names);
+        Self { names, value }
+    }
+}
+
+impl HeaderList {
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
+    }
+
+    /// The names as one header value; `None` for an empty list.
+    pub fn value(&self) -> Option<&HeaderValue> {
+        self.value.as_ref()
+    }
+}
+
+/// `a, b, c`, or `None` for an empty list.
+pub fn joined(names: &[HeaderName]) -> Option<HeaderValue> {
+    let text = names
+        .iter()
+        .map(HeaderName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    (!text.is_empty())
+        .then(|| HeaderValue::from_str(&text).ok())
+        .flatten()
 }
 
 /// The origins a policy allows.

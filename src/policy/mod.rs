@@ -8,7 +8,7 @@ mod grants;
 mod route;
 
 pub use crate::fetch::ClientTls;
-pub use cors::{Cors, OriginPattern, OriginPatternError, Origins};
+pub use cors::{Cors, HeaderList, OriginPattern, OriginPatternError, Origins, joined};
 pub use grants::{Grants, Membership};
 pub use route::{Access, Forward, ForwardScopes, OrgSource, Route, ScopeRule, WebSocketBounds};
 

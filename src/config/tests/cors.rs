@@ -43,7 +43,8 @@ fn the_server_files_policy_applies_with_its_defaults() {
                 .to_vec(),
             expose: defaults::CORS_EXPOSE_HEADERS
                 .map(HeaderName::from_static)
-                .to_vec(),
+                .to_vec()
+                .into(),
             credentials: false,
             max_age: defaults::CORS_MAX_AGE,
         }
@@ -72,7 +73,7 @@ fn a_route_replaces_the_policy_or_turns_it_off() {
     assert_eq!(own.methods, Some(vec![Method::PUT]));
     assert_eq!(own.headers, ["authorization", "x-request-id"]);
     assert_eq!(
-        own.expose,
+        own.expose.names(),
         ["www-authenticate", "retry-after", "x-request-id"]
     );
     assert!(own.credentials);
