@@ -315,8 +315,8 @@ impl IssuerKeys {
 }
 
 /// The discovery document's `jwks_uri`, held to the same HTTPS-or-loopback rule as configured
-/// URLs: plain http only from a plain-http discovery document on loopback, or when the issuer
-/// says `insecure_http: true`.
+/// URLs: plain http only from a plain-http discovery document, on loopback or when the issuer
+/// says `insecure_http: true`. An https document never downgrades its keys to http.
 fn discovered_jwks_uri(
     discovery: &http::Uri,
     jwks_uri: &str,
@@ -328,8 +328,8 @@ fn discovered_jwks_uri(
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http")
-            if insecure_http
-                || (crate::policy::is_loopback(&uri) && discovery.scheme_str() == Some("http")) =>
+            if discovery.scheme_str() == Some("http")
+                && (insecure_http || crate::policy::is_loopback(&uri)) =>
         {
             Ok(uri)
         }

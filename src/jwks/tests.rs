@@ -51,3 +51,26 @@ fn a_key_is_found_by_kid_and_a_fitting_algorithm() {
         "two candidates are refused, not tried in turn"
     );
 }
+
+#[test]
+fn a_discovered_jwks_uri_is_plain_http_only_where_the_issuer_already_is() {
+    let (http, https) = (
+        "http://idp.internal/.well-known/openid-configuration"
+            .parse()
+            .unwrap(),
+        "https://idp.example/.well-known/openid-configuration"
+            .parse()
+            .unwrap(),
+    );
+    let ok = |d: &http::Uri, j: &str, insecure| discovered_jwks_uri(d, j, insecure).is_ok();
+    assert!(ok(&https, "https://idp.example/jwks", false));
+    assert!(ok(&http, "http://127.0.0.1:8080/jwks", false));
+    assert!(!ok(&http, "http://idp.internal/jwks", false));
+    assert!(
+        ok(&http, "http://idp.internal/jwks", true),
+        "an in-cluster IdP"
+    );
+    // An https discovery document cannot take its keys to plain http, whatever the setting.
+    assert!(!ok(&https, "http://idp.example/jwks", true));
+    assert!(!ok(&https, "http://127.0.0.1/jwks", false));
+}
