@@ -91,8 +91,12 @@ enum Command {
 pub fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour codes only for a person at a terminal: in a log file or a collector they are noise,
+    // and writing them cost about a fifth of a proxied request's instructions.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second call (tests running commands in one process) keeps the first subscriber.
     let _ = if json {
@@ -106,8 +110,37 @@ pub fn init_logging(json: bool, level: &str) {
     };
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> ExitCode {
+/// Runs the parsed command line on a runtime of its own: `serve` reads its configuration first,
+/// because `workers:` sizes the runtime; every other command runs on one thread per core.
+pub fn main(cli: Cli) -> ExitCode {
+    let (config, workers) = match &cli.command {
+        Command::Serve { config: path } => match crate::config::load(path) {
+            Ok(c) => {
+                let workers = c.listen.workers;
+                (Some(c), workers)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (None, None),
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli, config)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the parsed command line; `serve` with the configuration `main` loaded.
+async fn run(cli: Cli, loaded: Option<crate::config::Config>) -> ExitCode {
     if !matches!(cli.command, Command::Serve { .. }) {
         init_logging(false, "scopegate=info");
     }
@@ -140,12 +173,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Serve { config: path } => {
-            let config = match crate::config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(config) = loaded else {
+                return ExitCode::FAILURE;
             };
             init_logging(config.log.json, &config.log.level);
             let watched = config.watched.clone();

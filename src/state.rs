@@ -55,7 +55,7 @@ impl Shared {
     pub async fn swap(&self, config: Config) {
         if config.listen != self.listen || config.tls.is_some() != self.tls {
             tracing::warn!(
-                "listener addresses or TLS settings changed: they take effect only after a restart"
+                "listener addresses, `workers` or TLS settings changed: they take effect only after a restart"
             );
         }
         let old = self.current.load_full();

@@ -98,6 +98,9 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// The forward-auth decision listener, when configured.
     pub auth: Option<SocketAddr>,
+    /// Threads serving requests (`workers:`); `None`: one per CPU core. Like the addresses, it
+    /// takes effect at start only.
+    pub workers: Option<usize>,
 }
 
 /// A file's name and text, so tests and `scopegate dev` can load configuration from strings.
@@ -331,6 +334,7 @@ fn from_parsed(
             .auth
             .as_deref()
             .map(|a| socket_addr(&mut check, "auth", a)),
+        workers: raw.workers.and_then(|n| workers(&mut check, n)),
     };
     let forward_auth = forward_auth(&mut check, raw.forward_auth.as_ref());
     let requests = requests(&mut check, raw.requests.as_ref());
@@ -538,6 +542,22 @@ fn from_parsed(
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// The most worker threads `workers:` may ask for: far above any core count a gateway pod gets,
+/// low enough that a typo (`20000`) is caught instead of spawning the threads.
+const MAX_WORKERS: u64 = 1024;
+
+fn workers(check: &mut Check<'_>, n: u64) -> Option<usize> {
+    if (1..=MAX_WORKERS).contains(&n) {
+        return usize::try_from(n).ok();
+    }
+    check.error(
+        &[Step::Key("workers")],
+        format!("`workers: {n}` is not between 1 and {MAX_WORKERS}"),
+        "leave it out for one thread per CPU core, or give the pod's CPU limit",
+    );
+    None
 }
 
 fn line_suffix(at: Option<(usize, usize)>) -> String {

@@ -17,6 +17,9 @@ pub(crate) use tls::{ClientTls, Tls, TlsVersion};
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
     pub(crate) listen: Listen,
+    /// Threads serving requests (default: one per CPU core); read at start only.
+    #[serde(default)]
+    pub(crate) workers: Option<u64>,
     #[serde(default)]
     pub(crate) tls: Option<Tls>,
     /// Policy files or folders (every `*.yaml`/`*.yml` in it), relative to this file.

@@ -12,6 +12,7 @@ mod client_tls;
 mod cors;
 mod protocol;
 mod websocket;
+mod workers;
 use crate::policy::Access;
 
 /// Lines 1-9 of every server file in these tests; the issuer's remaining keys follow on line 10.
