@@ -17,11 +17,15 @@ pub(crate) fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Full<
             "text/plain",
             "not ready: shutting down, or an issuer's keys are not loaded\n".to_string(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.gateway().metrics.render(),
-        ),
+        "/metrics" => {
+            let gateway = shared.gateway();
+            gateway.count_cache_entries();
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                gateway.metrics.render(),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -98,6 +98,12 @@ pub fn init_logging(json: bool, level: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let format = if json {
+        crate::audit::sink::Format::Json
+    } else {
+        crate::audit::sink::Format::Text
+    };
+    crate::audit::sink::install(format, std::io::stderr());
     // A second call (tests running commands in one process) keeps the first subscriber.
     let _ = if json {
         builder
@@ -131,7 +137,11 @@ pub fn main(cli: Cli) -> ExitCode {
         builder.worker_threads(n);
     }
     match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(run(cli, config)),
+        Ok(runtime) => {
+            let code = runtime.block_on(run(cli, config));
+            crate::audit::sink::flush();
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE

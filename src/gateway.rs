@@ -226,6 +226,26 @@ impl Gateway {
         self.minter.cached_tokens()
     }
 
+    /// Sets the cache-size gauges (at scrape time: keeping them current would cost every
+    /// request).
+    pub(crate) fn count_cache_entries(&self) {
+        let permissions = self
+            .permissions
+            .as_ref()
+            .map_or(0, |p| p.approximate_entries());
+        for (cache, entries) in [
+            ("verified_tokens", self.cached_tokens()),
+            ("minted_tokens", self.cached_minted_tokens()),
+            ("permissions", permissions),
+        ] {
+            let entries = i64::try_from(entries).unwrap_or(i64::MAX);
+            self.metrics
+                .cache_entries
+                .with_label_values(&[cache])
+                .set(entries);
+        }
+    }
+
     /// Handles one request on the proxy listener: scopegate's own issuer endpoints, else the
     /// proxy pipeline.
     pub async fn handle(

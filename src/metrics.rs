@@ -49,6 +49,9 @@ pub struct Metrics {
     pub cors_preflights: IntCounterVec,
     /// Targets reached over plain http on a non-loopback host (`insecure_http: true`), by name.
     pub insecure_http_targets: IntGaugeVec,
+    /// Entries in each cache (`verified_tokens`, `minted_tokens`, `permissions`), read at scrape
+    /// time: with the per-entry sizes in the README, what a pod's memory must hold.
+    pub cache_entries: IntGaugeVec,
 }
 
 const GATEWAY_BUCKETS: &[f64] = &[
@@ -103,6 +106,7 @@ impl Metrics {
             cors_preflights: register(&r, IntCounterVec::new(Opts::new("scopegate_cors_preflights_total", "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed."), &["outcome"])),
             websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
             insecure_http_targets: register(&r, IntGaugeVec::new(Opts::new("scopegate_insecure_http_targets", "1 for each target (issuer/<name>, permissions) allowed plain http to a non-loopback host by insecure_http: true."), &["target"])),
+            cache_entries: register(&r, IntGaugeVec::new(Opts::new("scopegate_cache_entries", "Entries in each cache (verified_tokens, minted_tokens, permissions) at scrape time."), &["cache"])),
             registry: r,
         }
     }

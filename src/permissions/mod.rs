@@ -307,6 +307,12 @@ impl Permissions {
     }
 
     /// Entries in the cache (after pending maintenance).
+    /// Entries in the answer cache, without waiting for its pending maintenance (the admin
+    /// listener's scrape is synchronous).
+    pub fn approximate_entries(&self) -> u64 {
+        self.fresh.entry_count()
+    }
+
     pub async fn cached_entries(&self) -> u64 {
         self.fresh.run_pending_tasks().await;
         self.fresh.entry_count()

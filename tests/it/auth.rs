@@ -479,6 +479,14 @@ async fn the_verified_token_cache_is_bounded() {
     let cached = h.gateway.cache_sizes().await.verified_tokens;
     assert!(cached <= 5, "cache holds {cached} entries, bound is 5");
     assert!(cached >= 1);
+    // The gauge an operator sizes the pod by says the same.
+    let metrics = crate::util::metrics(h.gateway.admin_addr).await;
+    assert!(
+        metrics.contains(&format!(
+            r#"scopegate_cache_entries{{cache="verified_tokens"}} {cached}"#
+        )),
+        "{metrics}"
+    );
 }
 
 /// Regression: the verified-token cache kept accepting a token whose key had left the issuer's
