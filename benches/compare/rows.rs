@@ -52,9 +52,18 @@ impl Settings {
             .map(|w| w.parse().ok().filter(|n| *n > 0))
             .collect::<Option<Vec<usize>>>()
             .ok_or("BENCH_WORKERS must be a list of positive numbers, like `1,2`")?;
+        // Words on the command line (`benches/run "org warm"`) select rows too; cargo's own
+        // `--bench` is not one.
+        let mut only = list("BENCH_ONLY");
+        only.extend(
+            std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .map(|a| a.to_lowercase()),
+        );
         Ok(Self {
             seconds: crate::common::bench_seconds()?,
-            only: list("BENCH_ONLY"),
+            only,
             workers: if workers.is_empty() {
                 vec![1, 2]
             } else {
@@ -325,6 +334,14 @@ impl Bench {
         self.tokens.as_ref().ok_or_else(|| "no token file".into())
     }
 
+    /// scopegate for a row, in a folder of the row's own (its config and log).
+    fn start(&self, kind: Kind, gateway: &Gateway) -> Result<Running, String> {
+        let dir = self
+            .dir
+            .join(format!("gateway-{kind:?}-w{}", gateway.workers));
+        gateway.start(&dir, self.upstream.addr)
+    }
+
     /// A scopegate row: start it per `gateway`, preflight `path`, run `measure`, read its RSS.
     fn gateway(
         &self,
@@ -334,9 +351,9 @@ impl Bench {
         measure: impl FnOnce(&str) -> Result<Load, String>,
     ) -> Result<Row, String> {
         let workers = gateway.workers;
-        let running = gateway.start(&self.dir.join("gateway"), self.upstream.addr)?;
-        servers::preflight(running.addr, path, &self.token)?;
-        let load = measure(&format!("http://{}", running.addr))?;
+        let mut running = self.start(kind, &gateway)?;
+        servers::preflight(running.addr, path, &self.token).map_err(|e| running.explain(e))?;
+        let load = measure(&format!("http://{}", running.addr)).map_err(|e| running.explain(e))?;
         let mut row = self.row(kind, workers, load);
         row.rss_kib = running.rss_kib();
         Ok(row)
@@ -461,20 +478,25 @@ impl Bench {
             token_cache_entries: Some(count),
             ..Gateway::default()
         };
-        let running = gateway.start(&self.dir.join("gateway"), self.upstream.addr)?;
-        servers::preflight(running.addr, SCOPE_PATH, &self.token)?;
-        let url = format!("http://{}{SCOPE_PATH}", running.addr);
-        let load = load::same_token(&url, &self.token, load::WARMUP)?;
-        let before = running.rss_kib().ok_or("cannot read scopegate's RSS")?;
-        let rate = load::every_token(running.addr, SCOPE_PATH, &file)?;
-        std::thread::sleep(Duration::from_secs(1));
-        let after = running.rss_kib().ok_or("cannot read scopegate's RSS")?;
+        let mut running = self.start(Kind::Memory, &gateway)?;
+        let measured = (|| {
+            servers::preflight(running.addr, SCOPE_PATH, &self.token)?;
+            let url = format!("http://{}{SCOPE_PATH}", running.addr);
+            let load = load::same_token(&url, &self.token, load::WARMUP)?;
+            let rss = || running.rss_kib().ok_or("cannot read scopegate's RSS");
+            let before = rss()?;
+            let rate = load::every_token(running.addr, SCOPE_PATH, &file)?;
+            std::thread::sleep(Duration::from_secs(1));
+            Ok::<_, String>((load, before, rate, rss()?))
+        })();
+        let (load, before, rate, after) = measured.map_err(|e| running.explain(e))?;
         let per_token = (after.saturating_sub(before) * 1024) as f64 / count as f64;
         let mut row = self.row(
             Kind::Memory,
             workers,
             Load {
                 requests_per_sec: rate,
+                requests: count as u64,
                 ..load
             },
         );

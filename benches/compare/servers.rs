@@ -15,6 +15,8 @@ use crate::tokens::{AUDIENCE, ISSUER, MEMORY_ISSUER, SCOPE};
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) server: Server,
+    /// Its standard error.
+    log: PathBuf,
 }
 
 impl Running {
@@ -24,6 +26,22 @@ impl Running {
             std::fs::read_to_string(format!("/proc/{}/status", self.server.0.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// `error`, with whether the process is still running and the end of its log.
+    pub(crate) fn explain(&mut self, error: String) -> String {
+        let state = match self.server.0.try_wait() {
+            Ok(Some(status)) => format!("it exited: {status}"),
+            _ => "it is still running".to_string(),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{error}\n({state}; the end of {}:)\n{}",
+            self.log.display(),
+            tail.join("\n")
+        )
     }
 }
 
@@ -72,7 +90,11 @@ fn spawn(
         let log = std::fs::read_to_string(log).unwrap_or_default();
         return Err(format!("{what} did not listen on {addr}:\n{log}"));
     }
-    Ok(Running { addr, server })
+    Ok(Running {
+        addr,
+        server,
+        log: log.to_path_buf(),
+    })
 }
 
 /// nginx on `conf` (a filled template written to `dir/file`).
