@@ -56,12 +56,22 @@ fn anchors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/anchors")
 }
 
-/// `template` with each `{{KEY}}` replaced; a field left over is an error.
-fn fill(name: &str, fields: &[(&str, String)]) -> Result<String, String> {
+/// The template `name` for a server on `addr` with each `{{KEY}}` replaced: `DIR` (the run's
+/// folder), `PORT` and `fields`; a field left over is an error.
+fn fill(
+    name: &str,
+    dir: &Path,
+    addr: SocketAddr,
+    fields: &[(&str, String)],
+) -> Result<String, String> {
     let path = anchors().join(name);
     let mut text =
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for (key, value) in fields {
+    let common = [
+        ("DIR", dir.display().to_string()),
+        ("PORT", addr.port().to_string()),
+    ];
+    for (key, value) in common.iter().chain(fields) {
         text = text.replace(&format!("{{{{{key}}}}}"), value);
     }
     match text.find("{{") {
@@ -119,11 +129,7 @@ fn nginx(
 pub(crate) fn upstream(dir: &Path, jwks: &str) -> Result<Running, String> {
     std::fs::write(dir.join("jwks.json"), jwks).map_err(|e| e.to_string())?;
     let addr = free_addr()?;
-    let fields = [
-        ("DIR", dir.display().to_string()),
-        ("PORT", addr.port().to_string()),
-    ];
-    let conf = fill("upstream.conf", &fields)?;
+    let conf = fill("upstream.conf", dir, addr, &[])?;
     nginx(dir, "upstream.conf", &conf, addr, "the upstream nginx")
 }
 
@@ -135,12 +141,10 @@ pub(crate) fn nginx_proxy(
 ) -> Result<Running, String> {
     let addr = free_addr()?;
     let fields = [
-        ("DIR", dir.display().to_string()),
-        ("PORT", addr.port().to_string()),
         ("UPSTREAM", upstream.to_string()),
         ("WORKERS", workers.to_string()),
     ];
-    let conf = fill("nginx-proxy.conf", &fields)?;
+    let conf = fill("nginx-proxy.conf", dir, addr, &fields)?;
     nginx(dir, "nginx-proxy.conf", &conf, addr, "the nginx proxy")
 }
 
@@ -153,32 +157,38 @@ pub(crate) fn haproxy(
 ) -> Result<Running, String> {
     let addr = free_addr()?;
     let fields = [
-        ("PORT", addr.port().to_string()),
         ("UPSTREAM", upstream.to_string()),
         ("WORKERS", workers.to_string()),
         ("PUBKEY", public_key.display().to_string()),
         ("ISSUER", ISSUER.to_string()),
         ("AUDIENCE", AUDIENCE.to_string()),
     ];
+    let conf = fill("haproxy.cfg", dir, addr, &fields)?;
     let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, fill("haproxy.cfg", &fields)?).map_err(|e| e.to_string())?;
-    let check = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&path)
-        .output()
-        .map_err(|e| format!("cannot run haproxy: {e}"))?;
-    if !check.status.success() {
-        return Err(format!(
-            "haproxy -c refused {}:\n{}{}",
-            path.display(),
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        ));
-    }
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    validate("haproxy", &["-c", "-f"], &path)?;
     let mut command = Command::new("haproxy");
     command.arg("-db").arg("-f").arg(&path);
     spawn(command, addr, "haproxy", &dir.join("haproxy.stderr"))
+}
+
+/// Has `program args config` (a config check) accept the generated `config` before it runs.
+fn validate(program: &str, args: &[&str], config: &Path) -> Result<(), String> {
+    let check = Command::new(program)
+        .args(args)
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if check.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{program} {}` refused {}:\n{}{}",
+        args.join(" "),
+        config.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    ))
 }
 
 /// What a scopegate row runs on.
@@ -285,20 +295,7 @@ impl Gateway {
             .map_err(|e| e.to_string())?;
         std::fs::write(dir.join("policy.yaml"), self.policy_yaml()).map_err(|e| e.to_string())?;
         let binary = env!("CARGO_BIN_EXE_scopegate");
-        let check = Command::new(binary)
-            .arg("check")
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .map_err(|e| format!("cannot run scopegate check: {e}"))?;
-        if !check.status.success() {
-            return Err(format!(
-                "scopegate check refused the bench config {}:\n{}{}",
-                config.display(),
-                String::from_utf8_lossy(&check.stdout),
-                String::from_utf8_lossy(&check.stderr)
-            ));
-        }
+        validate(binary, &["check", "--config"], &config)?;
         let mut command = Command::new(binary);
         command.arg("serve").arg("--config").arg(&config);
         set_workers(&mut command, self.workers);
