@@ -86,7 +86,20 @@ fn distinct_run(
     let mut script = values.args(path, first);
     script[2] = format!("{base}{}", path.replace("%07d", "0000000"));
     args.extend(script);
-    let (load, report) = common::wrk(&args)?;
+    let exhausted = |count| {
+        format!(
+            "the run used up all {count} distinct values: this row is invalid; make more \
+             (BENCH_TOKENS / BENCH_ORGS) and run it again"
+        )
+    };
+    // The requests after the last value go without a token: wrk's error is theirs.
+    let (load, report) = common::wrk(&args).map_err(|e| {
+        if e.contains("exhausted: 1") {
+            exhausted(values.count())
+        } else {
+            e
+        }
+    })?;
     let used = report
         .lines()
         .find_map(|l| l.strip_prefix("distinct values used: "))
@@ -95,11 +108,7 @@ fn distinct_run(
             Some((used.parse::<usize>().ok()?, exhausted.trim() == "1"))
         });
     match used {
-        Some((_, true)) => Err(format!(
-            "the run used up all {} distinct values: this row is invalid; make more \
-             (BENCH_TOKENS / BENCH_ORGS) and run it again",
-            values.count()
-        )),
+        Some((_, true)) => Err(exhausted(values.count())),
         Some((used, false)) => Ok((load, used)),
         None => Err(format!("distinct.lua printed no count:\n{report}")),
     }
