@@ -9,12 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::{Load, Server, format_latency};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
@@ -66,24 +69,13 @@ struct Servers {
     _stop: watch::Sender<bool>,
 }
 
-/// What one wrk run reported.
-struct Load {
-    requests_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    requests: u64,
-}
-
 fn main() -> ExitCode {
-    let seconds = match std::env::var("BENCH_SECONDS") {
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(s) if s > 0 => s,
-            _ => {
-                eprintln!("BENCH_SECONDS must be a positive whole number of seconds, got `{v}`");
-                return ExitCode::FAILURE;
-            }
-        },
-        Err(_) => 10,
+    let seconds = match common::bench_seconds() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if !wrk_available() {
+    if !common::on_path("wrk") {
         println!(
             "proxy bench skipped: `wrk` is not on PATH.\n\
              Install it (Debian/Ubuntu: `apt-get install -y wrk`) and run `cargo bench --bench proxy` again."
@@ -221,13 +213,6 @@ fn main() -> ExitCode {
     drop(servers);
     runtime.shutdown_timeout(Duration::from_secs(2));
     ExitCode::SUCCESS
-}
-
-fn wrk_available() -> bool {
-    Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
 }
 
 async fn start_servers() -> Servers {
@@ -476,115 +461,28 @@ async fn preflight(servers: &Servers, gateway_url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs wrk once and parses its report; any non-2xx answer or socket error fails the run.
+/// Runs wrk once with the bench's thread and connection counts and the `Authorization` header.
 fn wrk(url: &str, auth_header: &str, seconds: u64) -> Result<Load, String> {
-    let output = Command::new("wrk")
-        .args([
-            format!("-t{THREADS}"),
-            format!("-c{CONNECTIONS}"),
-            format!("-d{seconds}s"),
-            "--latency".to_string(),
-            "-H".to_string(),
-            auth_header.to_string(),
-            url.to_string(),
-        ])
-        .output()
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "wrk exited with {}:\n{report}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    parse_wrk(&report).map_err(|e| format!("{e}; wrk's report was:\n{report}"))
+    let args = [
+        format!("-t{THREADS}"),
+        format!("-c{CONNECTIONS}"),
+        format!("-d{seconds}s"),
+        "--latency".to_string(),
+        "-H".to_string(),
+        auth_header.to_string(),
+        url.to_string(),
+    ];
+    common::wrk(&args).map(|(load, _)| load)
 }
 
-fn parse_wrk(report: &str) -> Result<Load, String> {
-    let mut requests_per_sec = None;
-    let mut p50 = None;
-    let mut p99 = None;
-    let mut requests = None;
-    for line in report.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", v] => requests_per_sec = v.parse::<f64>().ok(),
-            ["50%", v] => p50 = parse_duration(v),
-            ["99%", v] => p99 = parse_duration(v),
-            [n, "requests", "in", ..] => requests = n.parse::<u64>().ok(),
-            ["Non-2xx", "or", "3xx", "responses:", n] => {
-                return Err(format!("{n} answers were not 2xx/3xx"));
-            }
-            ["Socket", "errors:", ..] => return Err(format!("socket errors: {}", line.trim())),
-            _ => {}
-        }
-    }
-    match (requests_per_sec, p50, p99, requests) {
-        (Some(requests_per_sec), Some(p50), Some(p99), Some(requests)) if requests > 0 => {
-            Ok(Load {
-                requests_per_sec,
-                p50,
-                p99,
-                requests,
-            })
-        }
-        _ => Err("cannot find Requests/sec, the 50%/99% latencies or the request count".into()),
-    }
-}
-
-/// wrk's latency notation: `812.00us`, `1.23ms`, `1.05s`, `2.00m`.
-fn parse_duration(v: &str) -> Option<Duration> {
-    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = v.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "us" => number / 1e6,
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(seconds))
-}
-
-fn format_latency(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0}us")
-    } else {
-        format!("{:.2}ms", us / 1000.0)
-    }
-}
-
-/// An nginx reverse proxy in front of `upstream`, killed on drop.
+/// An nginx reverse proxy in front of `upstream`, stopped on drop.
 struct Nginx {
     addr: std::net::SocketAddr,
-    child: std::process::Child,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM lets the master stop its workers; `Child::kill` (SIGKILL) would orphan them,
-        // and every run would leave two idle workers behind.
-        let stopped = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stopped {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
+    _server: Server,
 }
 
 fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
+    if !common::on_path("nginx") {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("scopegate-bench-nginx-{}", std::process::id()));
@@ -615,11 +513,9 @@ fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Some(Nginx { addr, child });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    let server = Server(child);
+    common::wait_for_listener(addr).then_some(Nginx {
+        addr,
+        _server: server,
+    })
 }

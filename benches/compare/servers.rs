@@ -1,0 +1,386 @@
+//! The processes of a row: the upstream nginx, the anchors (nginx proxy, HAProxy) from the
+//! templates in `benches/anchors/`, and the release scopegate binary on a generated config.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Server, wait_for_listener};
+use crate::tokens::{AUDIENCE, ISSUER, MEMORY_ISSUER, SCOPE};
+
+/// A started server: its address and process (stopped on drop).
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) server: Server,
+    /// Its standard error.
+    log: PathBuf,
+}
+
+impl Running {
+    /// The process's resident set size now, in KiB (`VmRSS` of /proc/<pid>/status).
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.server.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// `error`, with whether the process is still running and the end of its log.
+    pub(crate) fn explain(&mut self, error: String) -> String {
+        let state = match self.server.0.try_wait() {
+            Ok(Some(status)) => format!("it exited: {status}"),
+            _ => "it is still running".to_string(),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{error}\n({state}; the end of {}:)\n{}",
+            self.log.display(),
+            tail.join("\n")
+        )
+    }
+}
+
+/// A free loopback port (bound, read, released: the server binds it right after).
+pub(crate) fn free_addr() -> Result<SocketAddr, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn anchors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/anchors")
+}
+
+/// The template `name` for a server on `addr` with each `{{KEY}}` replaced: `DIR` (the run's
+/// folder), `PORT` and `fields`; a field left over is an error.
+fn fill(
+    name: &str,
+    dir: &Path,
+    addr: SocketAddr,
+    fields: &[(&str, String)],
+) -> Result<String, String> {
+    let path = anchors().join(name);
+    let mut text =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let common = [
+        ("DIR", dir.display().to_string()),
+        ("PORT", addr.port().to_string()),
+    ];
+    for (key, value) in common.iter().chain(fields) {
+        text = text.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    match text.find("{{") {
+        Some(at) => Err(format!(
+            "{name}: unfilled field near `{}`",
+            &text[at..at + 20]
+        )),
+        None => Ok(text),
+    }
+}
+
+fn spawn(
+    mut command: Command,
+    addr: SocketAddr,
+    what: &str,
+    log: &Path,
+) -> Result<Running, String> {
+    let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let server = Server(child);
+    if !wait_for_listener(addr) {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        return Err(format!("{what} did not listen on {addr}:\n{log}"));
+    }
+    Ok(Running {
+        addr,
+        server,
+        log: log.to_path_buf(),
+    })
+}
+
+/// nginx on `conf` (a filled template written to `dir/file`).
+fn nginx(
+    dir: &Path,
+    file: &str,
+    conf: &str,
+    addr: SocketAddr,
+    what: &str,
+) -> Result<Running, String> {
+    let path = dir.join(file);
+    std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut command = Command::new("nginx");
+    command
+        .args(["-p", &dir.display().to_string(), "-c"])
+        .arg(&path);
+    command.arg("-e").arg(dir.join(format!("{file}.log")));
+    spawn(command, addr, what, &dir.join(format!("{file}.stderr")))
+}
+
+/// The one-worker nginx every row ends at: 200 "ok\n", and `/jwks.json` with `jwks`.
+pub(crate) fn upstream(dir: &Path, jwks: &str) -> Result<Running, String> {
+    std::fs::write(dir.join("jwks.json"), jwks).map_err(|e| e.to_string())?;
+    let addr = free_addr()?;
+    let conf = fill("upstream.conf", dir, addr, &[])?;
+    nginx(dir, "upstream.conf", &conf, addr, "the upstream nginx")
+}
+
+/// The plain reverse proxy anchor with `workers` worker processes.
+pub(crate) fn nginx_proxy(
+    dir: &Path,
+    upstream: SocketAddr,
+    workers: usize,
+) -> Result<Running, String> {
+    let addr = free_addr()?;
+    let fields = [
+        ("UPSTREAM", upstream.to_string()),
+        ("WORKERS", workers.to_string()),
+    ];
+    let conf = fill("nginx-proxy.conf", dir, addr, &fields)?;
+    nginx(dir, "nginx-proxy.conf", &conf, addr, "the nginx proxy")
+}
+
+/// HAProxy verifying the RS256 token itself, with `workers` threads.
+pub(crate) fn haproxy(
+    dir: &Path,
+    upstream: SocketAddr,
+    workers: usize,
+    public_key: &Path,
+) -> Result<Running, String> {
+    let addr = free_addr()?;
+    let fields = [
+        ("UPSTREAM", upstream.to_string()),
+        ("WORKERS", workers.to_string()),
+        ("PUBKEY", public_key.display().to_string()),
+        ("ISSUER", ISSUER.to_string()),
+        ("AUDIENCE", AUDIENCE.to_string()),
+    ];
+    let conf = fill("haproxy.cfg", dir, addr, &fields)?;
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    validate("haproxy", &["-c", "-f"], &path)?;
+    let mut command = Command::new("haproxy");
+    command.arg("-db").arg("-f").arg(&path);
+    spawn(command, addr, "haproxy", &dir.join("haproxy.stderr"))
+}
+
+/// Has `program args config` (a config check) accept the generated `config` before it runs.
+fn validate(program: &str, args: &[&str], config: &Path) -> Result<(), String> {
+    let check = Command::new(program)
+        .args(args)
+        .arg(config)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if check.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{program} {}` refused {}:\n{}{}",
+        args.join(" "),
+        config.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    ))
+}
+
+/// What a scopegate row runs on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gateway {
+    pub(crate) workers: usize,
+    /// Routes besides the two measured ones (`/builds/{id}` and `/orgs/{org}/builds`).
+    pub(crate) extra_routes: usize,
+    /// Issuers besides `bench`, listed before it (same JWKS, other `issuer:` URLs).
+    pub(crate) extra_issuers: usize,
+    /// The ES256 issuer of the memory row.
+    pub(crate) memory_issuer: bool,
+    pub(crate) token_cache_entries: Option<usize>,
+    /// A permissions file with many organizations (the cold org row): its path and size.
+    pub(crate) orgs: Option<(PathBuf, usize)>,
+}
+
+/// The worker count is set here and nowhere else: tokio's multi-thread runtime reads
+/// `TOKIO_WORKER_THREADS` (until scopegate.yaml has a `workers:` key).
+fn set_workers(command: &mut Command, workers: usize) {
+    command.env("TOKIO_WORKER_THREADS", workers.to_string());
+}
+
+impl Gateway {
+    fn server_yaml(
+        &self,
+        dir: &Path,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        upstream: SocketAddr,
+    ) -> String {
+        let jwks = format!("http://{upstream}/jwks.json");
+        let mut y = format!(
+            "listen: {{ proxy: \"{proxy}\", admin: \"{admin}\" }}\n\
+             policies: [policy.yaml]\n\
+             log: {{ level: warn }}\n\
+             signing: {{ issuer: \"http://127.0.0.1/bench-gateway\", keys: [{{ kid: gw, generate: true }}] }}\n\
+             upstreams:\n  up:\n    url: http://{upstream}\n\
+             issuers:\n"
+        );
+        let issuer = |y: &mut String, name: &str, url: &str, alg: &str| {
+            let _ = write!(
+                y,
+                "  {name}:\n    issuer: \"{url}\"\n    jwks_url: {jwks}\n    algorithms: [{alg}]\n    \
+                 audiences: [{AUDIENCE}]\n    max_token_age: 1000h\n"
+            );
+        };
+        for n in 1..=self.extra_issuers {
+            issuer(
+                &mut y,
+                &format!("other{n}"),
+                &format!("https://idp{n}.other.example/"),
+                "RS256",
+            );
+        }
+        issuer(&mut y, "bench", ISSUER, "RS256");
+        if self.memory_issuer {
+            issuer(&mut y, "memory", MEMORY_ISSUER, "ES256");
+        }
+        match &self.orgs {
+            Some((file, count)) => {
+                let _ = write!(
+                    y,
+                    "permissions:\n  files: [{}]\n  cache_entries: {count}\n  \
+                     miss_budget: {{ per_second: 100000, burst: 1000000, concurrency: 1024 }}\n",
+                    file.display()
+                );
+            }
+            None => {
+                std::fs::write(dir.join("orgs.yaml"), warm_orgs()).ok();
+                y.push_str("permissions:\n  files: [orgs.yaml]\n");
+            }
+        }
+        if let Some(n) = self.token_cache_entries {
+            let _ = writeln!(y, "limits:\n  token_cache_entries: {n}");
+        }
+        y
+    }
+
+    fn policy_yaml(&self) -> String {
+        let mut y = format!(
+            "roles:\n  builder: [{SCOPE}]\nroutes:\n\
+             \x20 - name: scope\n    match: {{ method: GET, path: \"/builds/{{id}}\" }}\n    upstream: up\n    require: {{ scopes: [{SCOPE}] }}\n\
+             \x20 - name: org\n    match: {{ method: GET, path: \"/orgs/{{org}}/builds\" }}\n    upstream: up\n    \
+             organization: {{ from: path, param: org }}\n    require: {{ scopes: [{SCOPE}] }}\n"
+        );
+        for n in 0..self.extra_routes {
+            let _ = write!(
+                y,
+                "  - name: filler-{n}\n    match: {{ method: GET, path: \"/svc{n}/items/{{id}}\" }}\n    \
+                 upstream: up\n    require: {{ scopes: [{SCOPE}] }}\n"
+            );
+        }
+        y
+    }
+
+    /// Writes the config to `dir`, has `scopegate check` accept it, starts `scopegate serve`
+    /// and waits until it is ready (its issuers' keys loaded).
+    pub(crate) fn start(&self, dir: &Path, upstream: SocketAddr) -> Result<Running, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let (proxy, admin) = (free_addr()?, free_addr()?);
+        let config = dir.join("scopegate.yaml");
+        std::fs::write(&config, self.server_yaml(dir, proxy, admin, upstream))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("policy.yaml"), self.policy_yaml()).map_err(|e| e.to_string())?;
+        let binary = env!("CARGO_BIN_EXE_scopegate");
+        validate(binary, &["check", "--config"], &config)?;
+        let mut command = Command::new(binary);
+        command.arg("serve").arg("--config").arg(&config);
+        set_workers(&mut command, self.workers);
+        let log = dir.join("scopegate.log");
+        let running = spawn(command, proxy, "scopegate", &log)?;
+        for _ in 0..600 {
+            if get(admin, "/readyz", None).is_ok_and(|(status, _)| status == 200) {
+                return Ok(running);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(format!("scopegate did not become ready in 60 s:\n{log}"))
+    }
+}
+
+/// The permissions of the warm rows: `bench` is a builder in `acme`.
+fn warm_orgs() -> String {
+    "issuer: bench\norganizations:\n  acme:\n    members:\n      bench: { roles: [builder] }\n"
+        .into()
+}
+
+/// A permissions file where `bench` is a builder in `acme` and in `o0000000`..`o{count-1}`,
+/// kept in `dir` and reused.
+pub(crate) fn cold_orgs(dir: &Path, count: usize) -> Result<PathBuf, String> {
+    let path = dir.join(format!("orgs-{count}.yaml"));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        return Ok(path);
+    }
+    let mut y = warm_orgs();
+    for n in 0..count {
+        let _ = writeln!(
+            y,
+            "  o{n:07}: {{ members: {{ bench: {{ roles: [builder] }} }} }}"
+        );
+    }
+    std::fs::write(&path, y).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// One GET over a fresh connection: the status and body.
+pub(crate) fn get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer: {answer:.200}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A row's server must answer 200 with the upstream's body for `token` and 401 without one:
+/// a benchmark of refusals is impossible.
+pub(crate) fn preflight(addr: SocketAddr, path: &str, token: &str) -> Result<(), String> {
+    let (status, body) = get(addr, path, Some(token))?;
+    if status != 200 || !body.contains("ok") {
+        return Err(format!(
+            "GET {path} with a valid token answered {status}: {body:.300}"
+        ));
+    }
+    let (status, _) = get(addr, path, None)?;
+    if status != 401 {
+        return Err(format!(
+            "GET {path} without a token answered {status}, not 401"
+        ));
+    }
+    Ok(())
+}
