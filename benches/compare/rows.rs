@@ -491,10 +491,18 @@ impl Bench {
             let before = rss()?;
             let rate = load::every_token(running.addr, SCOPE_PATH, &file)?;
             std::thread::sleep(Duration::from_secs(1));
-            Ok::<_, String>((load, before, rate, rss()?))
+            let entries = running
+                .gauge(r#"scopegate_cache_entries{cache="verified_tokens"}"#)
+                .ok_or("no scopegate_cache_entries gauge")?;
+            Ok::<_, String>((load, before, rate, rss()?, entries))
         })();
-        let (load, before, rate, after) = measured.map_err(|e| running.explain(e))?;
-        let per_token = (after.saturating_sub(before) * 1024) as f64 / count as f64;
+        let (load, before, rate, after, entries) = measured.map_err(|e| running.explain(e))?;
+        if entries < count as f64 * 0.99 {
+            return Err(format!(
+                "the memory row is invalid: the cache holds {entries} entries of {count} tokens sent"
+            ));
+        }
+        let per_token = (after.saturating_sub(before) * 1024) as f64 / entries;
         let mut row = self.row(
             Kind::Memory,
             workers,
@@ -506,8 +514,8 @@ impl Bench {
         );
         row.rss_kib = Some(after);
         row.note = format!(
-            "{per_token:.0} bytes/token: RSS {before} -> {after} KiB over {count} tokens \
-             (entries assumed = tokens sent: no cache-size metric); p50/p99 are the warm-up's"
+            "{per_token:.0} bytes/token: RSS {before} -> {after} KiB over {entries} cached tokens \
+             (scopegate_cache_entries); p50/p99 are the warm-up's"
         );
         Ok(row)
     }

@@ -14,12 +14,22 @@ use crate::tokens::{AUDIENCE, ISSUER, MEMORY_ISSUER, SCOPE};
 /// A started server: its address and process (stopped on drop).
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
+    /// scopegate's admin listener (metrics), for scopegate rows.
+    pub(crate) admin: Option<SocketAddr>,
     pub(crate) server: Server,
     /// Its standard error.
     log: PathBuf,
 }
 
 impl Running {
+    /// A scopegate gauge `name{labels}` from its admin listener's metrics.
+    pub(crate) fn gauge(&self, series: &str) -> Option<f64> {
+        let (status, body) = get(self.admin?, "/metrics", None).ok()?;
+        (status == 200).then_some(())?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
     /// The process's resident set size now, in KiB (`VmRSS` of /proc/<pid>/status).
     pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status =
@@ -102,6 +112,7 @@ fn spawn(
     }
     Ok(Running {
         addr,
+        admin: None,
         server,
         log: log.to_path_buf(),
     })
@@ -206,12 +217,6 @@ pub(crate) struct Gateway {
     pub(crate) orgs: Option<(PathBuf, usize)>,
 }
 
-/// The worker count is set here and nowhere else: tokio's multi-thread runtime reads
-/// `TOKIO_WORKER_THREADS` (until scopegate.yaml has a `workers:` key).
-fn set_workers(command: &mut Command, workers: usize) {
-    command.env("TOKIO_WORKER_THREADS", workers.to_string());
-}
-
 impl Gateway {
     fn server_yaml(
         &self,
@@ -221,10 +226,12 @@ impl Gateway {
         upstream: SocketAddr,
     ) -> String {
         let jwks = format!("http://{upstream}/jwks.json");
+        let workers = self.workers;
         let mut y = format!(
             "listen: {{ proxy: \"{proxy}\", admin: \"{admin}\" }}\n\
+             workers: {workers}\n\
              policies: [policy.yaml]\n\
-             log: {{ level: warn }}\n\
+             log: {{ format: json, level: info }}\n\
              signing: {{ issuer: \"http://127.0.0.1/bench-gateway\", keys: [{{ kid: gw, generate: true }}] }}\n\
              upstreams:\n  up:\n    url: http://{upstream}\n\
              issuers:\n"
@@ -298,9 +305,9 @@ impl Gateway {
         validate(binary, &["check", "--config"], &config)?;
         let mut command = Command::new(binary);
         command.arg("serve").arg("--config").arg(&config);
-        set_workers(&mut command, self.workers);
         let log = dir.join("scopegate.log");
-        let running = spawn(command, proxy, "scopegate", &log)?;
+        let mut running = spawn(command, proxy, "scopegate", &log)?;
+        running.admin = Some(admin);
         for _ in 0..600 {
             if get(admin, "/readyz", None).is_ok_and(|(status, _)| status == 200) {
                 return Ok(running);
