@@ -43,6 +43,9 @@ pub enum ConditionError {
 pub struct Condition {
     source: String,
     program: Arc<cel::Program>,
+    /// Whether it reads `token` (the verified token's claims): then every claim is kept with a
+    /// cached token.
+    reads_token: bool,
 }
 
 impl std::fmt::Debug for Condition {
@@ -77,14 +80,21 @@ impl Condition {
         if !unknown.is_empty() {
             return Err(ConditionError::UnknownVariables(unknown));
         }
+        let reads_token = program.references().has_variable("token");
         Ok(Self {
             source: source.to_string(),
             program: Arc::new(program),
+            reads_token,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether it reads the `token` variable.
+    pub fn reads_token(&self) -> bool {
+        self.reads_token
     }
 
     /// Evaluates the condition: `Ok(true)` allows; `Ok(false)` or an error denies.

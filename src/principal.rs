@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::policy::IssuerConfig;
 
+#[cfg(test)]
+mod tests;
+
 /// What kind of token a principal came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenKind {
@@ -89,6 +92,44 @@ impl Principal {
         crate::token::DELEGATION_CLAIMS
             .into_iter()
             .filter_map(|name| self.claims.get(name).map(|v| (name, v)))
+    }
+}
+
+/// Which claims a verified token keeps in its [`Principal`] (and so in the verified-token
+/// cache): what the pipeline reads, decided once per configuration. A typical token's claims
+/// map is most of a cached entry's memory, and most of it is never read again.
+#[derive(Debug, Clone)]
+pub enum KeptClaims {
+    /// Every claim: some route's condition reads `token`.
+    All,
+    /// [`READ_CLAIMS`] and these (the claims routes take their organization from).
+    Named(std::collections::BTreeSet<String>),
+}
+
+/// The claims stages read by name from a principal: the client (`azp`, `client_id`), delegation
+/// (copied into derived tokens and checked by exchange), and a scopegate token's organization.
+/// A stage that reads another claim by name must add it here.
+pub(crate) const READ_CLAIMS: [&str; 7] = [
+    "azp",
+    "client_id",
+    "org_id",
+    crate::token::DELEGATION_CLAIMS[0],
+    crate::token::DELEGATION_CLAIMS[1],
+    crate::token::DELEGATION_CLAIMS[2],
+    crate::token::DELEGATION_CLAIMS[3],
+];
+
+impl KeptClaims {
+    /// Drops from `claims` what the pipeline will not read.
+    pub(crate) fn keep(&self, claims: &mut Map<String, Value>) {
+        if let Self::Named(names) = self {
+            // Moved into a new map: one emptied by `retain` still holds its node (over 600
+            // bytes), and most tokens keep nothing.
+            *claims = std::mem::take(claims)
+                .into_iter()
+                .filter(|(name, _)| READ_CLAIMS.contains(&name.as_str()) || names.contains(name))
+                .collect();
+        }
     }
 }
 

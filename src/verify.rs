@@ -8,7 +8,6 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
@@ -17,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::jwks::IssuerKeys;
 use crate::policy::{IssuerConfig, Limits, ScopesFormat};
-use crate::principal::{Principal, TokenKind};
+use crate::principal::{KeptClaims, Principal, TokenKind};
 use crate::token::{Clock, SUBJECT_ID_CLAIM};
 
 /// Why a request is not authenticated. All are 401 except where noted.
@@ -88,7 +87,9 @@ type TokenHash = [u8; 32];
 #[derive(Debug)]
 pub struct Verifier {
     issuers: HashMap<String, Arc<IssuerKeys>>,
-    cache: moka::sync::Cache<TokenHash, Verified>,
+    cache: quick_cache::sync::Cache<TokenHash, Verified>,
+    /// What a principal keeps of its token's claims.
+    kept: KeptClaims,
     max_token_bytes: usize,
     /// scopegate's own issuer (`iss` of minted and exchanged tokens).
     own_issuer: String,
@@ -107,17 +108,6 @@ struct Verified {
     keys: Arc<crate::jwks::KeySet>,
 }
 
-/// Cached principals live until their token's `exp`, never longer.
-struct UntilExpiry(Clock);
-
-impl moka::Expiry<TokenHash, Verified> for UntilExpiry {
-    fn expire_after_create(&self, _: &TokenHash, value: &Verified, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(
-            value.principal.expires_at.saturating_sub(self.0.now()),
-        ))
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct Unverified {
     iss: Option<Value>,
@@ -131,13 +121,15 @@ impl Verifier {
         limits: &Limits,
         own_issuer: &str,
         max_act_depth: usize,
+        kept: KeptClaims,
         clock: Clock,
     ) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(limits.token_cache_entries)
-            .expire_after(UntilExpiry(clock.clone()))
-            .build();
+        // Bounded by entries; an entry past its token's `exp` is never served (checked on every
+        // hit) and is the first kind the cache's eviction drops.
+        let entries = usize::try_from(limits.token_cache_entries).unwrap_or(usize::MAX);
+        let cache = quick_cache::sync::Cache::new(entries);
         Self {
+            kept,
             issuers: issuers
                 .into_iter()
                 .map(|k| (k.config.issuer.clone(), k))
@@ -218,7 +210,8 @@ impl Verifier {
         .claims;
         check_times(&claims, now, issuer.leeway.as_secs())?;
         let own = (issuer.issuer == self.own_issuer).then_some(self.max_act_depth);
-        let principal = principal(issuer, claims, &hash, own, now)?;
+        let mut principal = principal(issuer, claims, &hash, own, now)?;
+        self.kept.keep(&mut principal.claims);
         let principal = Arc::new(principal);
         self.cache.insert(
             hash,
@@ -236,10 +229,9 @@ impl Verifier {
         self.issuers.values().all(|k| k.is_loaded())
     }
 
-    /// Entries in the verified-token cache (after pending maintenance).
+    /// Entries in the verified-token cache.
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }
 
