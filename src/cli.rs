@@ -116,29 +116,16 @@ pub fn init_logging(json: bool, level: &str) {
     };
 }
 
-/// Runs the parsed command line on a runtime of its own: `serve` reads its configuration first,
-/// because `workers:` sizes the runtime; every other command runs on one thread per core.
+/// Runs the parsed command line on a single-threaded runtime: it runs the commands and the
+/// gateway's control work (admin listener, reloads, key refreshes); `serve` accepts and serves
+/// requests on serving threads of its own, one per core or `workers:` (see [`crate::cores`]).
 pub fn main(cli: Cli) -> ExitCode {
-    let (config, workers) = match &cli.command {
-        Command::Serve { config: path } => match crate::config::load(path) {
-            Ok(c) => {
-                let workers = c.listen.workers;
-                (Some(c), workers)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        _ => (None, None),
-    };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n);
-    }
-    match builder.enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => {
-            let code = runtime.block_on(run(cli, config));
+            let code = runtime.block_on(run(cli));
             crate::audit::sink::flush();
             code
         }
@@ -149,8 +136,8 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Runs the parsed command line; `serve` with the configuration `main` loaded.
-async fn run(cli: Cli, loaded: Option<crate::config::Config>) -> ExitCode {
+/// Runs the parsed command line.
+async fn run(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Serve { .. }) {
         init_logging(false, "scopegate=info");
     }
@@ -183,8 +170,12 @@ async fn run(cli: Cli, loaded: Option<crate::config::Config>) -> ExitCode {
             }
         },
         Command::Serve { config: path } => {
-            let Some(config) = loaded else {
-                return ExitCode::FAILURE;
+            let config = match crate::config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
             };
             init_logging(config.log.json, &config.log.level);
             let watched = config.watched.clone();

@@ -144,6 +144,7 @@ impl Gateway {
         );
         let upstreams = Upstreams::new(
             config.upstreams.values(),
+            crate::cores::count(config.listen.workers),
             config.limits.body_read_timeout,
             metrics.clone(),
         );

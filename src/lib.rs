@@ -9,6 +9,7 @@ pub(crate) mod audit;
 pub mod cli;
 pub(crate) mod condition;
 pub mod config;
+pub(crate) mod cores;
 pub(crate) mod cors;
 pub(crate) mod decide;
 pub(crate) mod described;

@@ -154,18 +154,42 @@ pub(crate) struct Upstreams {
     metrics: Metrics,
 }
 
-/// One upstream's pooled clients, the slots bounding its requests in flight, and its `Host`.
+/// One upstream's pooled clients (one set per serving thread, see [`crate::cores`]), the slots
+/// bounding its requests in flight, and its `Host`.
 #[derive(Debug)]
 struct Pooled {
-    /// HTTP/1.1 (`http1`; `auto` for HTTP/1 clients and WebSocket upgrades).
-    http1: Option<UpstreamClient>,
-    /// HTTP/2 (`h2c`, `h2`; `auto` for HTTP/2 clients), and the version its requests carry.
-    http2: Option<(UpstreamClient, Version)>,
+    per_core: Box<[Clients]>,
     slots: tokio::sync::Semaphore,
     host: HeaderValue,
 }
 
+/// The clients of one upstream on one serving thread.
+#[derive(Debug)]
+struct Clients {
+    /// HTTP/1.1 (`http1`; `auto` for HTTP/1 clients and WebSocket upgrades).
+    http1: Option<UpstreamClient>,
+    /// HTTP/2 (`h2c`, `h2`; `auto` for HTTP/2 clients), and the version its requests carry.
+    http2: Option<(UpstreamClient, Version)>,
+}
+
 impl Pooled {
+    fn new(u: &UpstreamConfig, cores: usize) -> Self {
+        Self {
+            per_core: (0..cores.max(1)).map(|_| Clients::new(u)).collect(),
+            slots: tokio::sync::Semaphore::new(u.max_concurrency),
+            // An `Authority` is always a valid header value.
+            host: HeaderValue::from_str(u.authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+        }
+    }
+
+    /// The clients of the serving thread this runs on.
+    fn here(&self) -> &Clients {
+        &self.per_core[crate::cores::current() % self.per_core.len()]
+    }
+}
+
+impl Clients {
     fn new(u: &UpstreamConfig) -> Self {
         let client = |alpn: Alpn| {
             let mut builder = Client::builder(TokioExecutor::new());
@@ -197,14 +221,7 @@ impl Pooled {
                 Some((client(Alpn::H2), Version::HTTP_2)),
             ),
         };
-        Self {
-            http1,
-            http2,
-            slots: tokio::sync::Semaphore::new(u.max_concurrency),
-            // An `Authority` is always a valid header value.
-            host: HeaderValue::from_str(u.authority.as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-        }
+        Self { http1, http2 }
     }
 
     /// The client for a request the client sent as `version`, and the version to send.
@@ -220,14 +237,16 @@ impl Pooled {
 }
 
 impl Upstreams {
+    /// Clients for `upstreams`, one pool set per serving thread (`cores`).
     pub(crate) fn new<'a>(
         upstreams: impl IntoIterator<Item = &'a Arc<UpstreamConfig>>,
+        cores: usize,
         body_read_timeout: Duration,
         metrics: Metrics,
     ) -> Self {
         let clients = upstreams
             .into_iter()
-            .map(|u| (u.name.clone(), Pooled::new(u)))
+            .map(|u| (u.name.clone(), Pooled::new(u, cores)))
             .collect();
         Self {
             clients,
@@ -252,6 +271,7 @@ impl Upstreams {
             .get(&upstream.name)
             .ok_or(UpstreamError::Unavailable)?;
         let (client, version) = pooled
+            .here()
             .client(request.version(), inbound.websocket)
             .ok_or(UpstreamError::Unavailable)?;
         let mut request = request.map(|body| {

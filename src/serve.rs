@@ -157,10 +157,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         l.local_addr()
             .map_err(|source| ServeError::Bind { addr, source })
     };
-    let proxy = bind(listen.proxy).await?;
+    let cores = crate::cores::count(listen.workers);
+    let (proxy_addr, proxy) = bind_per_core(listen.proxy, cores)?;
     let admin = bind(listen.admin).await?;
     let auth = match listen.auth {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind_per_core(addr, cores)?),
         None => None,
     };
     let (stop_accepting, _) = watch::channel(false);
@@ -172,41 +173,47 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let shared = Arc::new(Shared::new(gateway, metrics.clone(), listen, tls.is_some()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let running = Running {
-        proxy_addr: local(&proxy, listen.proxy)?,
+        proxy_addr,
         admin_addr: local(&admin, listen.admin)?,
-        auth_addr: match &auth {
-            Some(l) => Some(local(l, listen.auth.unwrap_or(listen.proxy))?),
-            None => None,
-        },
+        auth_addr: auth.as_ref().map(|(addr, _)| *addr),
         shared: shared.clone(),
         stop_accepting,
         draining: std::sync::Mutex::new(Vec::new()),
         grace: limits.shutdown_grace,
     };
     let s = shared.clone();
-    let proxy_task = spawn_listener(
+    let spawned = |e| ServeError::Bind {
+        addr: listen.proxy,
+        source: e,
+    };
+    let mut draining = spawn_per_core(
         proxy,
         tls,
-        running.stop_accepting.subscribe(),
+        &running.stop_accepting.subscribe(),
         Some((limits, metrics.clone())),
         move |req, peer| {
             let gateway = s.gateway();
             async move { Ok::<_, Infallible>(gateway.handle(req, peer, scheme).await) }
         },
-    );
-    let mut draining = vec![proxy_task];
-    if let Some(auth) = auth {
+    )
+    .map_err(spawned)?;
+    if let Some((_, auth)) = auth {
         let s = shared.clone();
-        draining.push(spawn_listener(
-            auth,
-            None,
-            running.stop_accepting.subscribe(),
-            Some((limits, metrics.clone())),
-            move |req, peer| {
-                let gateway = s.gateway();
-                async move { Ok::<_, Infallible>(gateway.handle_auth_listener(req, peer).await) }
-            },
-        ));
+        draining.extend(
+            spawn_per_core(
+                auth,
+                None,
+                &running.stop_accepting.subscribe(),
+                Some((limits, metrics.clone())),
+                move |req, peer| {
+                    let gateway = s.gateway();
+                    async move {
+                        Ok::<_, Infallible>(gateway.handle_auth_listener(req, peer).await)
+                    }
+                },
+            )
+            .map_err(spawned)?,
+        );
     }
     if let Ok(mut d) = running.draining.lock() {
         *d = draining;
@@ -248,7 +255,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nr
 pub fn spawn_listener<H, F, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     limits: Option<(Limits, Metrics)>,
     handler: H,
 ) -> JoinHandle<()>
@@ -258,41 +265,169 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if let Some((l, _)) = &limits {
-        // hyper starts this timer whenever it waits for a request head: after the first bytes
-        // (the auto builder's protocol detection comes first, and has no timer) and again after
-        // each response on a kept-alive connection, which it closes, without an answer, when the
-        // next head is late.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(l.header_read_timeout)
-            .max_buf_size(l.max_header_bytes);
-        // Pings find a vanished peer under a long request; an idle live one answers them, which
-        // is why the idle timer below exists.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(l.idle_timeout)
-            .keep_alive_timeout(l.header_read_timeout)
-            .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+    tokio::spawn(Serving::new(tls, limits, handler).accept(listener, stop))
+}
+
+/// A listener served thread per core: each of `listeners` (handles of one socket) is accepted
+/// on a thread of its own running a single-threaded runtime, marked as that serving thread for
+/// [`crate::cores`]. Connection bounds are shared by all of them. Each returned task ends when
+/// its thread's listener has drained.
+fn spawn_per_core<H, F, B>(
+    listeners: Vec<std::net::TcpListener>,
+    tls: Option<TlsAcceptor>,
+    stop: &watch::Receiver<bool>,
+    limits: Option<(Limits, Metrics)>,
+    handler: H,
+) -> Result<Vec<JoinHandle<()>>, std::io::Error>
+where
+    H: Fn(hyper::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let serving = Serving::new(tls, limits, handler);
+    let mut drained = Vec::new();
+    for (core, listener) in listeners.into_iter().enumerate() {
+        let (serving, stop) = (serving.clone(), stop.clone());
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("scopegate-core-{core}"))
+            .spawn(move || {
+                crate::cores::enter(core);
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serving.accept(l, stop).await,
+                        Err(e) => tracing::error!(error = %e, core, "cannot serve a listener"),
+                    }
+                });
+                let _ = done.send(());
+            })?;
+        drained.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
     }
-    let timeouts = limits.as_ref().map(|(l, _)| Timeouts {
-        head: l.header_read_timeout,
-        idle: l.idle_timeout,
-    });
-    let bounds = Bounds {
-        slots: Arc::new(Semaphore::new(
-            limits
-                .as_ref()
-                .map_or(Semaphore::MAX_PERMITS, |(l, _)| l.max_connections),
-        )),
-        per_peer: limits.as_ref().map(|(l, _)| l.max_connections_per_peer),
-        peers: Arc::default(),
-    };
-    let metrics = limits.map(|(_, m)| m);
-    tokio::spawn(async move {
+    Ok(drained)
+}
+
+/// One socket listening on `addr`, as `cores` handles ready to move to their serving threads:
+/// every thread accepts from the same queue (whichever is free takes the next connection, in
+/// arrival order). Not `SO_REUSEPORT`: a socket per thread would let another process of the same
+/// user bind the same port and take a share of the connections, and would let a connection
+/// wait in the queue of a busy thread while another is idle.
+fn bind_per_core(
+    addr: SocketAddr,
+    cores: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), ServeError> {
+    let err = |source| ServeError::Bind { addr, source };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    let first = listener.into_std().map_err(err)?;
+    let mut listeners = Vec::with_capacity(cores.max(1));
+    for _ in 1..cores.max(1) {
+        listeners.push(first.try_clone().map_err(err)?);
+    }
+    listeners.push(first);
+    Ok((bound, listeners))
+}
+
+/// Pending connections a listening socket queues (tokio's own default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// How a listener serves its connections: the HTTP builder, TLS, bounds and the handler.
+struct Serving<H> {
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    timeouts: Option<Timeouts>,
+    bounds: Bounds,
+    metrics: Option<Metrics>,
+    handler: H,
+}
+
+impl<H: Clone> Clone for Serving<H> {
+    fn clone(&self) -> Self {
+        Self {
+            builder: self.builder.clone(),
+            tls: self.tls.clone(),
+            timeouts: self.timeouts,
+            bounds: self.bounds.clone(),
+            metrics: self.metrics.clone(),
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+impl<H, F, B> Serving<H>
+where
+    H: Fn(hyper::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn new(tls: Option<TlsAcceptor>, limits: Option<(Limits, Metrics)>, handler: H) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if let Some((l, _)) = &limits {
+            // hyper starts this timer whenever it waits for a request head: after the first bytes
+            // (the auto builder's protocol detection comes first, and has no timer) and again after
+            // each response on a kept-alive connection, which it closes, without an answer, when the
+            // next head is late.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(l.header_read_timeout)
+                .max_buf_size(l.max_header_bytes);
+            // Pings find a vanished peer under a long request; an idle live one answers them, which
+            // is why the idle timer below exists.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(l.idle_timeout)
+                .keep_alive_timeout(l.header_read_timeout)
+                .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+        }
+        let timeouts = limits.as_ref().map(|(l, _)| Timeouts {
+            head: l.header_read_timeout,
+            idle: l.idle_timeout,
+        });
+        let bounds = Bounds {
+            slots: Arc::new(Semaphore::new(
+                limits
+                    .as_ref()
+                    .map_or(Semaphore::MAX_PERMITS, |(l, _)| l.max_connections),
+            )),
+            per_peer: limits.as_ref().map(|(l, _)| l.max_connections_per_peer),
+            peers: Arc::default(),
+        };
+        let metrics = limits.map(|(_, m)| m);
+        Self {
+            builder,
+            tls,
+            timeouts,
+            bounds,
+            metrics,
+            handler,
+        }
+    }
+
+    /// Accepts on `listener` until `stop`, then waits for its connections to finish.
+    async fn accept(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let Self {
+            builder,
+            tls,
+            timeouts,
+            bounds,
+            metrics,
+            handler,
+        } = self;
         // Every connection task holds a receiver until it ends: a change asks them to shut down
         // gracefully, and `closed()` is the end of the drain.
         let (drain, _) = watch::channel(());
@@ -403,5 +538,5 @@ where
         drop(listener);
         let _ = drain.send(());
         drain.closed().await;
-    })
+    }
 }

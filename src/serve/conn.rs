@@ -28,7 +28,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// A listener's connection caps; each admitted connection holds its share until it ends.
+/// A listener's connection caps; each admitted connection holds its share until it ends. Clones
+/// share the caps (a listener's serving threads count together).
+#[derive(Clone)]
 pub(super) struct Bounds {
     /// One permit per open connection.
     pub(super) slots: Arc<Semaphore>,

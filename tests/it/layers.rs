@@ -185,6 +185,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "leaves",
         &[
             "condition",
+            "cores",
             "fetch",
             "forward_auth",
             "grpc",

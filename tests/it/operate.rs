@@ -521,7 +521,9 @@ async fn silent_sockets_are_answered_408_and_give_their_slots_back_after_the_hea
     }
     let opened = std::time::Instant::now();
     let request = allowed_request(&disk);
-    assert_eq!(raw(addr, request.as_bytes()).await, Some(503), "full");
+    // Full once every held connection is accepted: each serving thread accepts from its own
+    // socket, so one connected later may be admitted before one connected earlier.
+    until_answered(addr, request.as_bytes(), 503, Duration::from_millis(500)).await;
     until_answered(addr, request.as_bytes(), 200, Duration::from_secs(3)).await;
     assert!(
         opened.elapsed() < Duration::from_millis(2_500),
@@ -579,7 +581,9 @@ async fn idle_http2_connections_are_told_to_go_away_and_give_their_slots_back() 
     }
     let opened = std::time::Instant::now();
     let request = allowed_request(&disk);
-    assert_eq!(raw(addr, request.as_bytes()).await, Some(503), "full");
+    // Full once every held connection is accepted: each serving thread accepts from its own
+    // socket, so one connected later may be admitted before one connected earlier.
+    until_answered(addr, request.as_bytes(), 503, Duration::from_millis(500)).await;
     until_answered(addr, request.as_bytes(), 200, Duration::from_secs(4)).await;
     assert!(
         opened.elapsed() < Duration::from_millis(3_000),
@@ -631,11 +635,9 @@ async fn one_client_address_cannot_take_every_connection() {
         held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     let request = allowed_request(&disk);
-    assert_eq!(
-        raw(addr, request.as_bytes()).await,
-        Some(503),
-        "a sixth from 127.0.0.1"
-    );
+    // A sixth from 127.0.0.1, once the five are accepted (each serving thread accepts from its
+    // own socket, so they may be admitted in any order).
+    until_answered(addr, request.as_bytes(), 503, Duration::from_secs(2)).await;
     let other = tokio::net::TcpSocket::new_v4().unwrap();
     other.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
     let mut other = other.connect(addr).await.unwrap();
@@ -649,11 +651,16 @@ async fn one_client_address_cannot_take_every_connection() {
     );
     drop(held);
     until_answered(addr, request.as_bytes(), 200, Duration::from_secs(2)).await;
+    // The sixth, and any attempt made before the five closed connections were noticed.
     let metrics = crate::util::metrics(running.admin_addr).await;
-    assert!(
-        metrics.contains(r#"scopegate_limit_rejections_total{limit="peer_connections"} 1"#),
-        "{metrics}"
-    );
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"scopegate_limit_rejections_total{limit="peer_connections"} "#)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{metrics}");
 }
 
 #[tokio::test]
