@@ -124,8 +124,9 @@ impl Verifier {
         kept: KeptClaims,
         clock: Clock,
     ) -> Self {
-        // Bounded by entries; an entry past its token's `exp` is never served (checked on every
-        // hit) and is the first kind the cache's eviction drops.
+        // Bounded by entries. An entry past its token's `exp` is never served (checked on every
+        // hit); it is never hit again either, so eviction, which keeps entries that are hit,
+        // drops it before live ones.
         let entries = usize::try_from(limits.token_cache_entries).unwrap_or(usize::MAX);
         let cache = quick_cache::sync::Cache::new(entries);
         Self {
