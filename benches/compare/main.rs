@@ -8,7 +8,7 @@
 //! the rows whose name contains one of these (and the rows they are compared with);
 //! `BENCH_WORKERS` (default `1,2`); `BENCH_TOKENS` (distinct RS256 tokens, default 600000 or
 //! 50000 per second of a run); `BENCH_ORGS` (organizations of the cold org row, default 300000
-//! or 25000 per second of a run); `BENCH_MEMORY_TOKENS` (default 500000).
+//! or 50000 per second of a run); `BENCH_MEMORY_TOKENS` (default 500000).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 

@@ -63,7 +63,7 @@ impl Settings {
         );
         let seconds = crate::common::bench_seconds()?;
         // Enough for a warm-up and a run at 50000 tokens/s (HAProxy reached 41000 with 2
-        // threads) and 25000 organizations/s, so that no run uses them up.
+        // threads) and 50000 organizations/s, so that no run uses them up.
         let run = (seconds + load::WARMUP) as usize;
         Ok(Self {
             seconds,
@@ -74,7 +74,7 @@ impl Settings {
                 workers
             },
             tokens: number("BENCH_TOKENS", (50_000 * run).max(600_000))?,
-            orgs: number("BENCH_ORGS", (25_000 * run).max(300_000))?,
+            orgs: number("BENCH_ORGS", (50_000 * run).max(600_000))?,
             memory_tokens: number("BENCH_MEMORY_TOKENS", 500_000)?,
         })
     }
