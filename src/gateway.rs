@@ -454,14 +454,11 @@ impl Gateway {
         audit.principal.clone_from(&principal);
         // An exchanged token is good only on routes of its audience, on its bound path, and
         // with its bound methods.
-        if let Some(TokenKind::Exchanged {
-            audience,
-            bound_path,
-            bound_methods,
-        }) = principal.as_deref().map(|p| &p.kind)
-            && (*audience != route.upstream.audience
-                || bound_path.as_ref().is_some_and(|b| *b != path)
-                || bound_methods
+        if let Some(TokenKind::Exchanged(binding)) = principal.as_deref().map(|p| &p.kind)
+            && (binding.audience != route.upstream.audience
+                || binding.bound_path.as_ref().is_some_and(|b| *b != path)
+                || binding
+                    .bound_methods
                     .as_ref()
                     .is_some_and(|ms| !ms.iter().any(|m| m == method.as_str())))
         {
@@ -486,7 +483,7 @@ impl Gateway {
             }
             (Some(org), Some(p), Some(permissions)) => {
                 let query = Query {
-                    issuer: p.origin.clone(),
+                    issuer: p.origin().to_string(),
                     subject: p.subject.clone(),
                     organization: org.clone(),
                     client_id: p.client_id().map(str::to_string),

@@ -194,7 +194,7 @@ fn cache_key(kid: &str, r: &MintRequest<'_>, client_id: Option<&str>) -> Result<
     let strings = [
         kid,
         &r.principal.issuer.issuer,
-        &r.principal.origin,
+        r.principal.origin(),
         &r.principal.subject,
         client_id.unwrap_or(""),
         r.organization.unwrap_or(""),

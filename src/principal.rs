@@ -19,14 +19,19 @@ pub enum TokenKind {
     /// Minted by scopegate for an upstream: accepted as a token-exchange subject, never at the
     /// front door.
     Upstream,
-    /// Issued by scopegate's token exchange: good only on routes of its audience and binding.
-    Exchanged {
-        audience: String,
-        /// The one normalized path the token is bound to, if any.
-        bound_path: Option<String>,
-        /// The methods the token is bound to, if the exchange rule bound them.
-        bound_methods: Option<Vec<String>>,
-    },
+    /// Issued by scopegate's token exchange: good only on routes of its audience and binding
+    /// (boxed: rare, and every cached principal would otherwise carry its size).
+    Exchanged(Box<Binding>),
+}
+
+/// What an exchanged token is good for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub audience: String,
+    /// The one normalized path the token is bound to, if any.
+    pub bound_path: Option<String>,
+    /// The methods the token is bound to, if the exchange rule bound them.
+    pub bound_methods: Option<Vec<String>>,
 }
 
 /// A verified caller.
@@ -34,9 +39,10 @@ pub enum TokenKind {
 pub struct Principal {
     pub kind: TokenKind,
     pub issuer: Arc<IssuerConfig>,
-    /// The identity provider the subject belongs to: the token's issuer, or for tokens
-    /// scopegate issued, the original issuer carried in `sub_id`. Identity is (origin, subject).
-    pub origin: String,
+    /// For tokens scopegate issued, the identity provider the subject belongs to (the original
+    /// issuer carried in `sub_id`); `None` when it is the token's issuer, the usual case, which
+    /// then costs a cached principal no copy. Read it with [`Principal::origin`].
+    pub origin: Option<String>,
     pub subject: String,
     /// Sorted, without duplicates.
     pub scopes: Vec<String>,
@@ -67,7 +73,7 @@ impl Principal {
         });
         Principal {
             kind: TokenKind::Idp,
-            origin: issuer.issuer.clone(),
+            origin: None,
             issuer,
             subject: "alice".into(),
             scopes: vec!["read".into()],
@@ -79,6 +85,11 @@ impl Principal {
 }
 
 impl Principal {
+    /// The identity provider the subject belongs to: identity is (origin, subject).
+    pub fn origin(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.issuer.issuer)
+    }
+
     /// The caller's client: `azp`, else `client_id`.
     pub fn client_id(&self) -> Option<&str> {
         self.claims
@@ -135,5 +146,5 @@ impl KeptClaims {
 
 /// The `sub_id` claim for `principal`: its original issuer and subject.
 pub(crate) fn subject_id(principal: &Principal) -> Value {
-    serde_json::json!({"format": "iss_sub", "iss": principal.origin, "sub": principal.subject})
+    serde_json::json!({"format": "iss_sub", "iss": principal.origin(), "sub": principal.subject})
 }

@@ -348,7 +348,7 @@ fn principal(
                 if crate::token::act_depth(&claims) > max_depth {
                     return Err(AuthError::DelegationTooDeep);
                 }
-                TokenKind::Exchanged {
+                TokenKind::Exchanged(Box::new(crate::principal::Binding {
                     audience: claims
                         .get("aud")
                         .and_then(Value::as_str)
@@ -369,7 +369,7 @@ fn principal(
                         ),
                         Some(_) => return Err(AuthError::BadClaim("unknown")),
                     },
-                }
+                }))
             }
             _ => return Err(AuthError::UntrustedIssuer),
         },
@@ -379,8 +379,8 @@ fn principal(
         _ => return Err(AuthError::BadClaim("sub")),
     };
     let origin = match own {
-        None => issuer.issuer.clone(),
-        Some(_) => origin_issuer(&claims, &subject).ok_or(AuthError::BadClaim("sub_id"))?,
+        None => None,
+        Some(_) => Some(origin_issuer(&claims, &subject).ok_or(AuthError::BadClaim("sub_id"))?),
     };
     let expires_at = claims
         .get("exp")

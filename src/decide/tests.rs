@@ -36,7 +36,7 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
     let issuer = issuer(combine);
     Principal {
         kind: crate::principal::TokenKind::Idp,
-        origin: issuer.issuer.clone(),
+        origin: None,
         issuer,
         subject: "alice".into(),
         scopes,

@@ -119,13 +119,13 @@ fn scopegate_tokens_are_told_apart_by_token_use() {
     let exchanged = own(base(json!({"token_use": "exchange", "aud": "api", "bound_path": "/builds/42", "act": {"sub": "job"}}))).unwrap();
     assert_eq!(
         exchanged.kind,
-        TokenKind::Exchanged {
+        TokenKind::Exchanged(Box::new(crate::principal::Binding {
             audience: "api".into(),
             bound_path: Some("/builds/42".into()),
             bound_methods: None,
-        }
+        }))
     );
-    assert_eq!(exchanged.origin, "https://idp.example");
+    assert_eq!(exchanged.origin(), "https://idp.example");
     // Deeper than allowed.
     let deep = base(
         json!({"token_use": "exchange", "aud": "api", "act": {"sub": "a", "act": {"sub": "b"}}}),
@@ -248,7 +248,7 @@ fn scopegate_tokens_carry_the_original_issuer_of_their_subject() {
         )
     };
     let ok = own(json!({"token_use": "upstream", "sub_id": {"format": "iss_sub", "iss": "https://partner.example", "sub": "alice"}})).unwrap();
-    assert_eq!(ok.origin, "https://partner.example");
+    assert_eq!(ok.origin(), "https://partner.example");
     for bad in [
         json!({"token_use": "upstream"}),
         json!({"token_use": "upstream", "sub_id": {"format": "iss_sub", "iss": "https://idp.example", "sub": "mallory"}}),
@@ -263,7 +263,7 @@ fn scopegate_tokens_carry_the_original_issuer_of_their_subject() {
     }
     // An IdP token's subject belongs to that IdP, whatever it claims.
     let idp = run(&space(), base(json!({"sub_id": {"format": "iss_sub", "iss": "https://other.example", "sub": "alice"}}))).unwrap();
-    assert_eq!(idp.origin, space().issuer);
+    assert_eq!(idp.origin(), space().issuer);
 }
 
 /// Regression: an `exp` absurdly far in the future was accepted (and cached until then).
