@@ -88,7 +88,7 @@ pub(crate) fn decide(input: &Input<'_>) -> Decision {
     };
     let empty = Map::new();
     let (effective, backend_claims) = match (&route.organization, input.membership) {
-        (None, _) => (principal.scopes.clone(), &empty),
+        (None, _) => (principal.scopes.to_vec(), &empty),
         (Some(_), Some(Membership::Member(grants))) => (
             effective_scopes(grants, input.roles, principal),
             &grants.claims,

@@ -147,7 +147,7 @@ pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     trace.organization.clone_from(&audit.organization);
     trace.subject = audit.principal.as_ref().map(|p| p.subject.clone());
     if let Some(p) = &overrides.principal {
-        trace.token_scopes.clone_from(&p.scopes);
+        trace.token_scopes = p.scopes.to_vec();
     }
     trace.effective_scopes = audit
         .effective

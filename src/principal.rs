@@ -44,8 +44,9 @@ pub struct Principal {
     /// then costs a cached principal no copy. Read it with [`Principal::origin`].
     pub origin: Option<String>,
     pub subject: String,
-    /// Sorted, without duplicates.
-    pub scopes: Vec<String>,
+    /// Sorted, without duplicates; principals with the same set share one (the verifier interns
+    /// them).
+    pub scopes: Arc<[String]>,
     /// Every claim of the verified token.
     pub claims: Map<String, Value>,
     /// Seconds since the epoch.
@@ -76,7 +77,7 @@ impl Principal {
             origin: None,
             issuer,
             subject: "alice".into(),
-            scopes: vec!["read".into()],
+            scopes: vec!["read".into()].into(),
             claims: claims.as_object().cloned().unwrap_or_default(),
             expires_at: crate::token::unix_now() + expires_in,
             token_id: "t".into(),

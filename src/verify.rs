@@ -90,6 +90,7 @@ pub struct Verifier {
     cache: quick_cache::sync::Cache<TokenHash, Verified>,
     /// What a principal keeps of its token's claims.
     kept: KeptClaims,
+    scope_sets: ScopeSets,
     max_token_bytes: usize,
     /// scopegate's own issuer (`iss` of minted and exchanged tokens).
     own_issuer: String,
@@ -106,6 +107,27 @@ struct Verified {
     /// The issuer whose keys checked it, and the set they were then.
     issuer: Arc<IssuerKeys>,
     keys: Arc<crate::jwks::KeySet>,
+}
+
+/// The scope sets of verified tokens, each kept once: most tokens of a deployment carry one of a
+/// few sets, and a cached principal then points at the shared one instead of holding its own
+/// strings. Bounded: past [`MAX_SCOPE_SETS`] sets, new ones are not interned (but still used).
+#[derive(Debug, Default)]
+struct ScopeSets(dashmap::DashMap<Arc<[String]>, ()>);
+
+/// Distinct scope sets kept at most.
+const MAX_SCOPE_SETS: usize = 4096;
+
+impl ScopeSets {
+    fn intern(&self, scopes: Arc<[String]>) -> Arc<[String]> {
+        if let Some(shared) = self.0.get(&*scopes) {
+            return shared.key().clone();
+        }
+        if self.0.len() < MAX_SCOPE_SETS {
+            self.0.insert(scopes.clone(), ());
+        }
+        scopes
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -131,6 +153,7 @@ impl Verifier {
         let cache = quick_cache::sync::Cache::new(entries);
         Self {
             kept,
+            scope_sets: ScopeSets::default(),
             issuers: issuers
                 .into_iter()
                 .map(|k| (k.config.issuer.clone(), k))
@@ -213,6 +236,7 @@ impl Verifier {
         let own = (issuer.issuer == self.own_issuer).then_some(self.max_act_depth);
         let mut principal = principal(issuer, claims, &hash, own, now)?;
         self.kept.keep(&mut principal.claims);
+        principal.scopes = self.scope_sets.intern(principal.scopes);
         let principal = Arc::new(principal);
         self.cache.insert(
             hash,
@@ -414,7 +438,7 @@ fn principal(
         issuer: issuer.clone(),
         origin,
         subject,
-        scopes,
+        scopes: scopes.into(),
         claims,
         expires_at,
         token_id,

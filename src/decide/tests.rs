@@ -39,7 +39,7 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
         origin: None,
         issuer,
         subject: "alice".into(),
-        scopes,
+        scopes: scopes.into(),
         claims: object(json!({"sub": "alice", "azp": "cli"})),
         expires_at: 2_000_000_000,
         token_id: "t".into(),

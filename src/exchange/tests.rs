@@ -25,7 +25,7 @@ fn config() -> ExchangeConfig {
 
 fn subject(claims: Value) -> Principal {
     Principal {
-        scopes: vec!["read".into(), "update".into()],
+        scopes: vec!["read".into(), "update".into()].into(),
         ..Principal::for_tests(claims, 300)
     }
 }

@@ -175,11 +175,14 @@ fn exp_must_be_a_number() {
 #[test]
 fn space_delimited_scopes_are_sorted_and_deduplicated() {
     let p = run(&space(), base(json!({"scope": "b a a"}))).unwrap();
-    assert_eq!(p.scopes, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(p.scopes.to_vec(), vec!["a".to_string(), "b".to_string()]);
     assert!(p.has_scope("a") && p.has_scope("b") && !p.has_scope("c"));
 
     let p = run(&space(), base(json!({"scope": "  write:x  read:x "}))).unwrap();
-    assert_eq!(p.scopes, vec!["read:x".to_string(), "write:x".to_string()]);
+    assert_eq!(
+        p.scopes.to_vec(),
+        vec!["read:x".to_string(), "write:x".to_string()]
+    );
 
     // No scope claim: no scopes.
     let p = run(&space(), base(json!({}))).unwrap();
@@ -198,7 +201,10 @@ fn array_scopes_are_read_from_the_configured_claim() {
         base(json!({"permissions": ["write:x", "read:x", "read:x"], "scope": "ignored"})),
     )
     .unwrap();
-    assert_eq!(p.scopes, vec!["read:x".to_string(), "write:x".to_string()]);
+    assert_eq!(
+        p.scopes.to_vec(),
+        vec!["read:x".to_string(), "write:x".to_string()]
+    );
 
     let result = run(&auth0, base(json!({"permissions": "read:x write:x"})));
     assert_eq!(result.err(), Some(AuthError::BadClaim("scope")));
@@ -316,4 +322,23 @@ fn token_times_are_checked_against_the_clock_with_leeway() {
     let before = copy.now();
     clock.advance(Duration::from_secs(3600));
     assert!(copy.now() >= before + 3600);
+}
+
+#[test]
+fn equal_scope_sets_are_shared_and_the_set_of_sets_is_bounded() {
+    let sets = super::ScopeSets::default();
+    let set = |s: &[&str]| -> Arc<[String]> { s.iter().map(|x| x.to_string()).collect() };
+    let a = sets.intern(set(&["read", "write"]));
+    let b = sets.intern(set(&["read", "write"]));
+    assert!(Arc::ptr_eq(&a, &b), "one allocation for one set");
+    for i in 0..super::MAX_SCOPE_SETS + 10 {
+        sets.intern(set(&[&format!("s{i}")]));
+    }
+    assert_eq!(sets.0.len(), super::MAX_SCOPE_SETS);
+    let past = set(&["never-seen"]);
+    assert_eq!(
+        *sets.intern(past.clone()),
+        *past,
+        "a set past the bound is still used"
+    );
 }
