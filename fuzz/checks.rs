@@ -365,10 +365,7 @@ pub fn token(data: &[u8]) -> bool {
             continue;
         };
         accepted = true;
-        assert_eq!(
-            Some(p.subject.as_str()),
-            claims.get("sub").and_then(Value::as_str)
-        );
+        assert_eq!(Some(&*p.subject), claims.get("sub").and_then(Value::as_str));
         assert!(!p.subject.is_empty());
         assert_eq!(
             Some(p.expires_at),

@@ -81,10 +81,7 @@ impl Audit<'_> {
             ("route", Field::Str(self.route_name())),
             ("method", Field::Str(o.method)),
             ("path", Field::Str(self.path.as_deref().unwrap_or(""))),
-            (
-                "subject",
-                Field::Str(principal.map_or("", |p| p.subject.as_str())),
-            ),
+            ("subject", Field::Str(principal.map_or("", |p| &*p.subject))),
             (
                 "organization",
                 Field::Str(self.organization.as_deref().unwrap_or("")),
@@ -93,10 +90,7 @@ impl Audit<'_> {
             ("decision", Field::Str(o.decision)),
             ("reason", Field::Str(o.reason)),
             ("status", Field::Num(u64::from(o.status))),
-            (
-                "token",
-                Field::Str(principal.map_or("", |p| p.token_id.as_str())),
-            ),
+            ("token", Field::Str(principal.map_or("", |p| &*p.token_id))),
             (
                 "minted_jti",
                 Field::Str(self.minted.as_deref().map_or("", |m| m.jti.as_str())),

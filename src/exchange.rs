@@ -362,7 +362,7 @@ impl ExchangeConfig {
             act["act"] = previous.clone();
         }
         let mut claims = Map::new();
-        claims.insert("sub".into(), Value::String(subject.subject.clone()));
+        claims.insert("sub".into(), Value::String(subject.subject.to_string()));
         claims.insert(
             crate::token::SUBJECT_ID_CLAIM.into(),
             crate::principal::subject_id(subject),

@@ -145,7 +145,7 @@ pub(crate) async fn explain(gateway: &Gateway, request: &Described) -> Trace {
     trace.params = std::mem::take(&mut audit.params);
     trace.condition = audit.condition.map(str::to_string);
     trace.organization.clone_from(&audit.organization);
-    trace.subject = audit.principal.as_ref().map(|p| p.subject.clone());
+    trace.subject = audit.principal.as_ref().map(|p| p.subject.to_string());
     if let Some(p) = &overrides.principal {
         trace.token_scopes = p.scopes.to_vec();
     }

@@ -484,7 +484,7 @@ impl Gateway {
             (Some(org), Some(p), Some(permissions)) => {
                 let query = Query {
                     issuer: p.origin().to_string(),
-                    subject: p.subject.clone(),
+                    subject: p.subject.to_string(),
                     organization: org.clone(),
                     client_id: p.client_id().map(str::to_string),
                 };

@@ -141,7 +141,7 @@ impl Minter {
         let mut claims = request.claims.clone();
         claims.insert(
             "sub".into(),
-            Value::String(request.principal.subject.clone()),
+            Value::String(request.principal.subject.to_string()),
         );
         claims.insert("aud".into(), Value::String(request.audience.to_string()));
         claims.insert("scope".into(), Value::String(request.scopes.join(" ")));

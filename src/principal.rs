@@ -42,8 +42,8 @@ pub struct Principal {
     /// For tokens scopegate issued, the identity provider the subject belongs to (the original
     /// issuer carried in `sub_id`); `None` when it is the token's issuer, the usual case, which
     /// then costs a cached principal no copy. Read it with [`Principal::origin`].
-    pub origin: Option<String>,
-    pub subject: String,
+    pub origin: Option<Box<str>>,
+    pub subject: Box<str>,
     /// Sorted, without duplicates; principals with the same set share one (the verifier interns
     /// them).
     pub scopes: Arc<[String]>,
@@ -52,7 +52,7 @@ pub struct Principal {
     /// Seconds since the epoch.
     pub expires_at: u64,
     /// Safe to log: the token's `jti` if it has one, else a prefix of its SHA-256.
-    pub token_id: String,
+    pub token_id: Box<str>,
 }
 
 impl Principal {

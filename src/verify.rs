@@ -436,12 +436,12 @@ fn principal(
     Ok(Principal {
         kind,
         issuer: issuer.clone(),
-        origin,
-        subject,
+        origin: origin.map(String::into_boxed_str),
+        subject: subject.into_boxed_str(),
         scopes: scopes.into(),
         claims,
         expires_at,
-        token_id,
+        token_id: token_id.into_boxed_str(),
     })
 }
 

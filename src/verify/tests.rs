@@ -215,26 +215,26 @@ fn array_scopes_are_read_from_the_configured_claim() {
 #[test]
 fn token_id_is_the_jti_or_a_hash_prefix() {
     let p = run(&space(), base(json!({"jti": "token-1"}))).unwrap();
-    assert_eq!(p.token_id, "token-1");
+    assert_eq!(&*p.token_id, "token-1");
 
     // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
     let p = run(&space(), base(json!({}))).unwrap();
-    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+    assert_eq!(&*p.token_id, "ba7816bf8f01cfea");
     assert_eq!(p.token_id.len(), 16);
 
     // A `jti` that is not a string, or too long to log, falls back to the hash too.
     let p = run(&space(), base(json!({"jti": 12}))).unwrap();
-    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+    assert_eq!(&*p.token_id, "ba7816bf8f01cfea");
     let long = "j".repeat(129);
     let p = run(&space(), base(json!({"jti": long}))).unwrap();
-    assert_eq!(p.token_id, "ba7816bf8f01cfea");
+    assert_eq!(&*p.token_id, "ba7816bf8f01cfea");
 }
 
 #[test]
 fn principal_keeps_every_claim_and_its_issuer() {
     let corp = space();
     let p = run(&corp, base(json!({"azp": "cli", "scope": "a"}))).unwrap();
-    assert_eq!(p.subject, "alice");
+    assert_eq!(&*p.subject, "alice");
     assert_eq!(p.claims.get("azp"), Some(&json!("cli")));
     assert_eq!(p.claims.len(), 4);
     assert!(Arc::ptr_eq(&p.issuer, &corp));
