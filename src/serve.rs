@@ -182,10 +182,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         grace: limits.shutdown_grace,
     };
     let s = shared.clone();
-    let spawned = |e| ServeError::Bind {
-        addr: listen.proxy,
-        source: e,
-    };
+    // A serving thread that cannot start fails the listener it was for.
+    let spawned = |addr| move |source| ServeError::Bind { addr, source };
     let mut draining = spawn_per_core(
         proxy,
         tls,
@@ -196,8 +194,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             async move { Ok::<_, Infallible>(gateway.handle(req, peer, scheme).await) }
         },
     )
-    .map_err(spawned)?;
-    if let Some((_, auth)) = auth {
+    .map_err(spawned(listen.proxy))?;
+    if let Some((auth_addr, auth)) = auth {
         let s = shared.clone();
         draining.extend(
             spawn_per_core(
@@ -212,7 +210,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     }
                 },
             )
-            .map_err(spawned)?,
+            .map_err(spawned(auth_addr))?,
         );
     }
     if let Ok(mut d) = running.draining.lock() {
