@@ -114,22 +114,16 @@ impl Principal {
 pub enum KeptClaims {
     /// Every claim: some route's condition reads `token`.
     All,
-    /// [`READ_CLAIMS`] and these (the claims routes take their organization from).
+    /// [`READ_CLAIMS`], the delegation claims, and these (the claims routes take their
+    /// organization from).
     Named(std::collections::BTreeSet<String>),
 }
 
-/// The claims stages read by name from a principal: the client (`azp`, `client_id`), delegation
-/// (copied into derived tokens and checked by exchange), and a scopegate token's organization.
-/// A stage that reads another claim by name must add it here.
-pub(crate) const READ_CLAIMS: [&str; 7] = [
-    "azp",
-    "client_id",
-    "org_id",
-    crate::token::DELEGATION_CLAIMS[0],
-    crate::token::DELEGATION_CLAIMS[1],
-    crate::token::DELEGATION_CLAIMS[2],
-    crate::token::DELEGATION_CLAIMS[3],
-];
+/// The claims stages read by name from a principal besides the delegation claims
+/// ([`crate::token::DELEGATION_CLAIMS`], copied into derived tokens and checked by exchange): the
+/// client (`azp`, `client_id`) and a scopegate token's organization. A stage that reads another
+/// claim by name must add it here.
+pub(crate) const READ_CLAIMS: [&str; 3] = ["azp", "client_id", "org_id"];
 
 impl KeptClaims {
     /// Drops from `claims` what the pipeline will not read.
@@ -139,7 +133,12 @@ impl KeptClaims {
             // bytes), and most tokens keep nothing.
             *claims = std::mem::take(claims)
                 .into_iter()
-                .filter(|(name, _)| READ_CLAIMS.contains(&name.as_str()) || names.contains(name))
+                .filter(|(name, _)| {
+                    let name = name.as_str();
+                    READ_CLAIMS.contains(&name)
+                        || crate::token::DELEGATION_CLAIMS.contains(&name)
+                        || names.contains(name)
+                })
                 .collect();
         }
     }

@@ -182,10 +182,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         grace: limits.shutdown_grace,
     };
     let s = shared.clone();
-    // A serving thread that cannot start fails the listener it was for.
-    let spawned = |addr| move |source| ServeError::Bind { addr, source };
     let mut draining = spawn_per_core(
-        proxy,
+        (proxy_addr, proxy),
         tls,
         &running.stop_accepting.subscribe(),
         Some((limits, metrics.clone())),
@@ -193,25 +191,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let gateway = s.gateway();
             async move { Ok::<_, Infallible>(gateway.handle(req, peer, scheme).await) }
         },
-    )
-    .map_err(spawned(listen.proxy))?;
-    if let Some((auth_addr, auth)) = auth {
+    )?;
+    if let Some(auth) = auth {
         let s = shared.clone();
-        draining.extend(
-            spawn_per_core(
-                auth,
-                None,
-                &running.stop_accepting.subscribe(),
-                Some((limits, metrics.clone())),
-                move |req, peer| {
-                    let gateway = s.gateway();
-                    async move {
-                        Ok::<_, Infallible>(gateway.handle_auth_listener(req, peer).await)
-                    }
-                },
-            )
-            .map_err(spawned(auth_addr))?,
-        );
+        draining.extend(spawn_per_core(
+            auth,
+            None,
+            &running.stop_accepting.subscribe(),
+            Some((limits, metrics.clone())),
+            move |req, peer| {
+                let gateway = s.gateway();
+                async move { Ok::<_, Infallible>(gateway.handle_auth_listener(req, peer).await) }
+            },
+        )?);
     }
     if let Ok(mut d) = running.draining.lock() {
         *d = draining;
@@ -269,20 +261,21 @@ where
 /// A listener served thread per core: each of `listeners` (handles of one socket) is accepted
 /// on a thread of its own running a single-threaded runtime, marked as that serving thread for
 /// [`crate::cores`]. Connection bounds are shared by all of them. Each returned task ends when
-/// its thread's listener has drained.
+/// its thread's listener has drained; a thread that cannot start fails the listener (`addr`).
 fn spawn_per_core<H, F, B>(
-    listeners: Vec<std::net::TcpListener>,
+    (addr, listeners): (SocketAddr, Vec<std::net::TcpListener>),
     tls: Option<TlsAcceptor>,
     stop: &watch::Receiver<bool>,
     limits: Option<(Limits, Metrics)>,
     handler: H,
-) -> Result<Vec<JoinHandle<()>>, std::io::Error>
+) -> Result<Vec<JoinHandle<()>>, ServeError>
 where
     H: Fn(hyper::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let err = |source| ServeError::Bind { addr, source };
     let serving = Serving::new(tls, limits, handler);
     let mut drained = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
@@ -290,7 +283,8 @@ where
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(err)?;
         std::thread::Builder::new()
             .name(format!("scopegate-core-{core}"))
             .spawn(move || {
@@ -302,7 +296,8 @@ where
                     }
                 });
                 let _ = done.send(());
-            })?;
+            })
+            .map_err(err)?;
         drained.push(tokio::spawn(async move {
             let _ = finished.await;
         }));
@@ -341,7 +336,9 @@ fn bind_per_core(
 /// Pending connections a listening socket queues (tokio's own default).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// How a listener serves its connections: the HTTP builder, TLS, bounds and the handler.
+/// How a listener serves its connections: the HTTP builder, TLS, bounds and the handler. Clones
+/// share the bounds (a listener's serving threads count together).
+#[derive(Clone)]
 struct Serving<H> {
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
@@ -349,19 +346,6 @@ struct Serving<H> {
     bounds: Bounds,
     metrics: Option<Metrics>,
     handler: H,
-}
-
-impl<H: Clone> Clone for Serving<H> {
-    fn clone(&self) -> Self {
-        Self {
-            builder: self.builder.clone(),
-            tls: self.tls.clone(),
-            timeouts: self.timeouts,
-            bounds: self.bounds.clone(),
-            metrics: self.metrics.clone(),
-            handler: self.handler.clone(),
-        }
-    }
 }
 
 impl<H, F, B> Serving<H>
