@@ -24,6 +24,16 @@ fn wrk_args(seconds: u64) -> Vec<String> {
 
 /// wrk with the same token on every request: a warm-up, then the measured run.
 pub(crate) fn same_token(url: &str, token: &str, seconds: u64) -> Result<Load, String> {
+    same_token_probed(url, token, seconds, || ()).map(|(load, ..)| load)
+}
+
+/// [`same_token`], reading `probe` just before and just after the measured run.
+pub(crate) fn same_token_probed<T>(
+    url: &str,
+    token: &str,
+    seconds: u64,
+    mut probe: impl FnMut() -> T,
+) -> Result<(Load, T, T), String> {
     let run = |s| {
         let mut args = wrk_args(s);
         args.extend([
@@ -34,7 +44,9 @@ pub(crate) fn same_token(url: &str, token: &str, seconds: u64) -> Result<Load, S
         common::wrk(&args).map(|(load, _)| load)
     };
     run(WARMUP)?;
-    run(seconds)
+    let before = probe();
+    let load = run(seconds)?;
+    Ok((load, before, probe()))
 }
 
 /// Where a distinct-value run takes its values.

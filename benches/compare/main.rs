@@ -14,6 +14,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod floor;
 mod load;
 mod rows;
 mod servers;
@@ -21,7 +22,21 @@ mod tokens;
 
 use std::process::ExitCode;
 
+/// The allocator scopegate uses, for the floor proxy (and the harness, which does not care).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(floor::ARG) {
+        return match floor::serve(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor proxy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rows::Settings::from_env().and_then(rows::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

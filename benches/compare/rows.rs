@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Load, format_latency, on_path};
 use crate::load::{self, Distinct};
-use crate::servers::{self, Gateway, Running};
+use crate::servers::{self, Cpu, Gateway, Running};
 use crate::tokens::{self, Keys, TokenFile};
 
 const SCOPE_PATH: &str = "/builds/1";
@@ -85,6 +85,7 @@ impl Settings {
 enum Kind {
     Direct,
     Nginx,
+    Floor,
     HaproxyOne,
     HaproxyDistinct,
     ScopeCached,
@@ -101,9 +102,10 @@ enum Kind {
     Memory,
 }
 
-const KINDS: [Kind; 16] = [
+const KINDS: [Kind; 17] = [
     Kind::Direct,
     Kind::Nginx,
+    Kind::Floor,
     Kind::HaproxyOne,
     Kind::HaproxyDistinct,
     Kind::ScopeCached,
@@ -125,6 +127,7 @@ impl Kind {
         match self {
             Kind::Direct => "upstream direct",
             Kind::Nginx => "nginx proxy",
+            Kind::Floor => "hyper floor proxy",
             Kind::HaproxyOne => "haproxy jwt_verify one token",
             Kind::HaproxyDistinct => "haproxy jwt_verify distinct tokens",
             Kind::ScopeCached => "scopegate scope cached token",
@@ -147,7 +150,8 @@ impl Kind {
         match self {
             Kind::Direct | Kind::Routes10 | Kind::Issuers1 | Kind::Memory => None,
             Kind::Nginx => Some(Kind::Direct),
-            Kind::HaproxyOne
+            Kind::Floor
+            | Kind::HaproxyOne
             | Kind::HaproxyDistinct
             | Kind::ScopeCached
             | Kind::OrgWarm
@@ -190,6 +194,8 @@ struct Row {
     workers: usize,
     load: Load,
     rss_kib: Option<u64>,
+    /// CPU per request of the server under test (the rows with one token and a server).
+    cpu: Option<Cpu>,
     note: String,
 }
 
@@ -330,6 +336,7 @@ impl Bench {
             workers,
             load,
             rss_kib: None,
+            cpu: None,
             note: String::new(),
         }
     }
@@ -352,14 +359,35 @@ impl Bench {
         kind: Kind,
         gateway: Gateway,
         path: &str,
-        measure: impl FnOnce(&str) -> Result<Load, String>,
+        measure: impl FnOnce(&str, &Running) -> Result<(Load, Option<Cpu>), String>,
     ) -> Result<Row, String> {
         let workers = gateway.workers;
         let mut running = self.start(kind, &gateway)?;
         servers::preflight(running.addr, path, &self.token).map_err(|e| running.explain(e))?;
-        let load = measure(&format!("http://{}", running.addr)).map_err(|e| running.explain(e))?;
+        let (load, cpu) = measure(&format!("http://{}", running.addr), &running)
+            .map_err(|e| running.explain(e))?;
         let mut row = self.row(kind, workers, load);
         row.rss_kib = running.rss_kib();
+        row.cpu = cpu;
+        Ok(row)
+    }
+
+    /// A same-token run against `server` at `url`, with its CPU per request.
+    fn same_token(&self, url: &str, server: &Running) -> Result<(Load, Option<Cpu>), String> {
+        let (load, before, after) =
+            load::same_token_probed(url, &self.token, self.settings.seconds, || server.ticks())?;
+        let cpu = before
+            .zip(after)
+            .and_then(|(b, a)| b.per_request(a, load.requests));
+        Ok((load, cpu))
+    }
+
+    /// A row of a server started for it, measured by [`Self::same_token`].
+    fn started(&self, kind: Kind, workers: usize, server: &Running) -> Result<Row, String> {
+        let (load, cpu) = self.same_token(&format!("http://{}{ORG_PATH}", server.addr), server)?;
+        let mut row = self.row(kind, workers, load);
+        row.rss_kib = server.rss_kib();
+        row.cpu = cpu;
         Ok(row)
     }
 
@@ -372,8 +400,9 @@ impl Bench {
             ..Gateway::default()
         };
         let same = |path: &'static str| {
-            move |base: &str| load::same_token(&format!("{base}{path}"), token, seconds)
+            move |base: &str, server: &Running| self.same_token(&format!("{base}{path}"), server)
         };
+        let no_cpu = |load: Load| (load, None);
         match kind {
             Kind::Direct => {
                 let load = load::same_token(&at(self.upstream.addr, ORG_PATH), token, seconds)?;
@@ -381,8 +410,11 @@ impl Bench {
             }
             Kind::Nginx => {
                 let proxy = servers::nginx_proxy(&self.dir, self.upstream.addr, workers)?;
-                let load = load::same_token(&at(proxy.addr, ORG_PATH), token, seconds)?;
-                Ok(self.row(kind, workers, load))
+                self.started(kind, workers, &proxy)
+            }
+            Kind::Floor => {
+                let proxy = servers::floor_proxy(&self.dir, self.upstream.addr, workers)?;
+                self.started(kind, workers, &proxy)
             }
             Kind::HaproxyOne | Kind::HaproxyDistinct => {
                 let haproxy = servers::haproxy(
@@ -419,8 +451,8 @@ impl Bench {
                     ..plain
                 };
                 let file = self.tokens()?;
-                self.gateway(kind, gateway, path, |base| {
-                    load::distinct(base, path, &Distinct::Tokens(file), seconds)
+                self.gateway(kind, gateway, path, |base, _| {
+                    load::distinct(base, path, &Distinct::Tokens(file), seconds).map(no_cpu)
                 })
             }
             Kind::ColdOrg => {
@@ -431,8 +463,8 @@ impl Bench {
                     ..plain
                 };
                 let values = Distinct::Orgs { token, count };
-                self.gateway(kind, gateway, ORG_PATH, |base| {
-                    load::distinct(base, COLD_ORG_PATH, &values, seconds)
+                self.gateway(kind, gateway, ORG_PATH, |base, _| {
+                    load::distinct(base, COLD_ORG_PATH, &values, seconds).map(no_cpu)
                 })
             }
             Kind::Routes10 | Kind::Routes10k => {
@@ -454,8 +486,9 @@ impl Bench {
                     let load = load::fixed_rate(&at(proxy.addr, ORG_PATH), token, rate, seconds)?;
                     self.row(kind, workers, load)
                 } else {
-                    self.gateway(kind, plain, ORG_PATH, |base| {
+                    self.gateway(kind, plain, ORG_PATH, |base, _| {
                         load::fixed_rate(&format!("{base}{ORG_PATH}"), token, rate, seconds)
+                            .map(no_cpu)
                     })?
                 };
                 row.note = format!("oha -q {rate} (half of nginx's {workers}-worker maximum)");
@@ -521,8 +554,10 @@ impl Bench {
     }
 
     fn print(&self) {
-        println!("\n| row | workers | req/s | p50 | p99 | ratio | vs | RSS | note |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "\n| row | workers | req/s | p50 | p99 | ratio | vs | CPU µs/req (user + kernel) | RSS | note |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for row in self.rows.values() {
             // The upstream runs once, with its one worker: every row's anchor when compared.
             let anchor = row.kind.anchor().and_then(|a| {
@@ -556,8 +591,16 @@ impl Bench {
             let rss = row
                 .rss_kib
                 .map_or(String::new(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+            let cpu = row.cpu.map_or(String::new(), |c| {
+                format!(
+                    "{:.1} ({:.1} + {:.1})",
+                    c.user_us + c.system_us,
+                    c.user_us,
+                    c.system_us
+                )
+            });
             println!(
-                "| {} | {workers} | {:.0} | {} | {} | {ratio} | {vs} | {rss} | {note} |",
+                "| {} | {workers} | {:.0} | {} | {} | {ratio} | {vs} | {cpu} | {rss} | {note} |",
                 row.kind.name(),
                 row.load.requests_per_sec,
                 format_latency(row.load.p50),

@@ -38,6 +38,12 @@ impl Running {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// CPU time spent so far by the process and every live process below it (nginx's
+    /// workers are its master's children).
+    pub(crate) fn ticks(&self) -> Option<Ticks> {
+        process_tree_ticks(self.server.0.id())
+    }
+
     /// `error`, with whether the process is still running and the end of its log.
     pub(crate) fn explain(&mut self, error: String) -> String {
         let state = match self.server.0.try_wait() {
@@ -53,6 +59,89 @@ impl Running {
             tail.join("\n")
         )
     }
+}
+
+/// CPU time in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ticks {
+    user: u64,
+    system: u64,
+}
+
+/// Microseconds of CPU per request, in user space and in the kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cpu {
+    pub(crate) user_us: f64,
+    pub(crate) system_us: f64,
+}
+
+impl Ticks {
+    /// The CPU spent per request between `self` and `later` over `requests` requests.
+    pub(crate) fn per_request(self, later: Ticks, requests: u64) -> Option<Cpu> {
+        let tick_us = 1e6 / clock_ticks_per_second() as f64;
+        let per = |a: u64, b: u64| b.saturating_sub(a) as f64 * tick_us / requests as f64;
+        (requests > 0).then(|| Cpu {
+            user_us: per(self.user, later.user),
+            system_us: per(self.system, later.system),
+        })
+    }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The ticks of `root` and its live descendants, from every `/proc/<pid>/stat`.
+fn process_tree_ticks(root: u32) -> Option<Ticks> {
+    // (pid, parent, ticks) of every process; the command name is in parentheses and may hold
+    // spaces, so the fields are counted after its closing parenthesis.
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state (3), ppid (4), ..., utime (14), stime (15).
+        let number = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+        if let (Some(parent), Some(user), Some(system)) = (number(4), number(14), number(15)) {
+            all.push((pid, parent as u32, Ticks { user, system }));
+        }
+    }
+    let mut tree = vec![root];
+    let mut total = Ticks::default();
+    let mut found = false;
+    let mut i = 0;
+    while i < tree.len() {
+        for (pid, parent, ticks) in &all {
+            if *pid == tree[i] {
+                found = true;
+                total.user += ticks.user;
+                total.system += ticks.system;
+            } else if *parent == tree[i] {
+                tree.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    found.then_some(total)
 }
 
 /// A free loopback port (bound, read, released: the server binds it right after).
@@ -157,6 +246,24 @@ pub(crate) fn nginx_proxy(
     ];
     let conf = fill("nginx-proxy.conf", dir, addr, &fields)?;
     nginx(dir, "nginx-proxy.conf", &conf, addr, "the nginx proxy")
+}
+
+/// The floor proxy (`floor.rs`) with `workers` threads: this bench binary run as a child.
+pub(crate) fn floor_proxy(
+    dir: &Path,
+    upstream: SocketAddr,
+    workers: usize,
+) -> Result<Running, String> {
+    let addr = free_addr()?;
+    let exe = std::env::current_exe().map_err(|e| format!("no path to this bench: {e}"))?;
+    let mut command = Command::new(exe);
+    command.args([
+        crate::floor::ARG,
+        &addr.to_string(),
+        &upstream.to_string(),
+        &workers.to_string(),
+    ]);
+    spawn(command, addr, "the floor proxy", &dir.join("floor.stderr"))
 }
 
 /// HAProxy verifying the RS256 token itself, with `workers` threads.
