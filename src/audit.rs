@@ -111,40 +111,87 @@ fn plain(b: u8) -> bool {
 const TARGET: &str = "scopegate::audit";
 
 /// One line in `format`: the same fields, timestamp, level and target as the other log lines.
+/// Built with byte pushes rather than `write!`: the formatting machinery was most of the cost
+/// of a line (benches/README.md).
 fn line(format: sink::Format, fields: &[(&str, Field<'_>)]) -> Vec<u8> {
-    use std::io::Write;
-    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
     let mut out = Vec::with_capacity(512);
-    // Writes into a Vec cannot fail; a string serde_json cannot escape does not exist.
     match format {
         sink::Format::Json => {
-            let _ = write!(
-                out,
-                r#"{{"timestamp":"{now}","level":"INFO","message":"decision""#
-            );
+            out.extend_from_slice(br#"{"timestamp":""#);
+            push_timestamp(&mut out, std::time::SystemTime::now());
+            out.extend_from_slice(br#"","level":"INFO","message":"decision""#);
             for (name, value) in fields {
-                let _ = write!(out, r#","{name}":"#);
-                let _ = match value {
-                    Field::Str(s) => serde_json::to_writer(&mut out, s).map_err(|_| ()),
-                    Field::Num(n) => write!(out, "{n}").map_err(|_| ()),
-                };
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+                match value {
+                    // A Vec cannot fail a write, and any str has a JSON form.
+                    Field::Str(s) => {
+                        let _ = serde_json::to_writer(&mut out, s);
+                    }
+                    Field::Num(n) => push_number(&mut out, *n),
+                }
             }
-            let _ = writeln!(out, r#","target":"{TARGET}"}}"#);
+            out.extend_from_slice(br#","target":""#);
+            out.extend_from_slice(TARGET.as_bytes());
+            out.extend_from_slice(b"\"}\n");
         }
         sink::Format::Text => {
-            let _ = write!(out, "{now}  INFO {TARGET}: decision");
+            push_timestamp(&mut out, std::time::SystemTime::now());
+            out.extend_from_slice(b"  INFO ");
+            out.extend_from_slice(TARGET.as_bytes());
+            out.extend_from_slice(b": decision");
             for (name, value) in fields {
-                let _ = match value {
+                out.push(b' ');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+                match value {
                     // Most values need no escaping: copied, instead of `Debug`'s char by char.
-                    Field::Str(s) if s.bytes().all(plain) => write!(out, " {name}=\"{s}\""),
-                    Field::Str(s) => write!(out, " {name}={s:?}"),
-                    Field::Num(n) => write!(out, " {name}={n}"),
-                };
+                    Field::Str(s) if s.bytes().all(plain) => {
+                        out.push(b'"');
+                        out.extend_from_slice(s.as_bytes());
+                        out.push(b'"');
+                    }
+                    Field::Str(s) => out.extend_from_slice(format!("{s:?}").as_bytes()),
+                    Field::Num(n) => push_number(&mut out, *n),
+                }
             }
-            let _ = writeln!(out);
+            out.push(b'\n');
         }
     }
     out
+}
+
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `now` as RFC 3339 with microseconds (`2026-12-06T05:03:14.123456Z`, humantime's form). The
+/// date and time of day are formatted once a second per thread.
+fn push_timestamp(out: &mut Vec<u8>, now: std::time::SystemTime) {
+    use std::cell::RefCell;
+    use std::time::{Duration, UNIX_EPOCH};
+    thread_local! {
+        /// The last second formatted, and its text without the trailing `Z`.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs || text.is_empty() {
+            let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+            *text = full.to_string();
+            text.pop();
+            *second = secs;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(since.subsec_micros());
+    out.push(b'.');
+    out.extend(std::iter::repeat_n(b'0', 6 - micros.len()));
+    out.extend_from_slice(micros.as_bytes());
+    out.push(b'Z');
 }
 
 /// A `traceparent` header value, if it has the W3C shape (`00-<32 hex>-<16 hex>-<2 hex>`).

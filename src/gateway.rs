@@ -357,8 +357,7 @@ impl Gateway {
             return Err(RequestError::ConnectionStripsDecision.into());
         }
         self.metrics
-            .gateway_duration
-            .with_label_values(&["allow"])
+            .gateway_allowed
             .observe(started.elapsed().as_secs_f64());
         let inbound = Inbound {
             peer,

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub jwks_refreshes: IntCounterVec,
     /// Permission lookups by result (`hit`, `miss`, `coalesced`).
     pub permissions_lookups: IntCounterVec,
+    /// `permissions_lookups{result="hit"}`, resolved once: the per-request label lookup hashes
+    /// and locks.
+    pub permissions_hits: IntCounter,
+    /// `gateway_duration{decision="allow"}`, resolved once.
+    pub gateway_allowed: Histogram,
     /// Permissions backend call latency.
     pub permissions_backend_duration: Histogram,
     /// Permissions backend failures.
@@ -74,39 +79,181 @@ fn register<C: Collector + Clone + 'static>(
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        Self {
-            requests: register(&r, IntCounterVec::new(Opts::new("scopegate_requests_total", "Requests by route, decision and HTTP status."), &["route", "decision", "status"])),
-            gateway_duration: register(
+        let gateway_duration = register(
                 &r,
                 HistogramVec::new(
                     HistogramOpts::new("scopegate_gateway_duration_seconds", "Latency scopegate adds: request received to request forwarded (or denial sent).")
                         .buckets(GATEWAY_BUCKETS.to_vec()),
                     &["decision"],
                 ),
+            );
+        let permissions_lookups = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "scopegate_permissions_lookups_total",
+                    "Permission lookups by result: hit, miss (backend called), coalesced (shared another call).",
+                ),
+                &["result"],
             ),
-            upstream_duration: register(&r, HistogramVec::new(HistogramOpts::new("scopegate_upstream_duration_seconds", "Time to upstream response headers."), &["upstream"])),
-            jwks_refreshes: register(&r, IntCounterVec::new(Opts::new("scopegate_jwks_refreshes_total", "JWKS fetches by issuer and result."), &["issuer", "result"])),
-            permissions_lookups: register(
+        );
+        Self {
+            requests: register(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("scopegate_permissions_lookups_total", "Permission lookups by result: hit, miss (backend called), coalesced (shared another call)."),
+                    Opts::new(
+                        "scopegate_requests_total",
+                        "Requests by route, decision and HTTP status.",
+                    ),
+                    &["route", "decision", "status"],
+                ),
+            ),
+            gateway_allowed: gateway_duration.with_label_values(&["allow"]),
+            gateway_duration,
+            upstream_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "scopegate_upstream_duration_seconds",
+                        "Time to upstream response headers.",
+                    ),
+                    &["upstream"],
+                ),
+            ),
+            jwks_refreshes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_jwks_refreshes_total",
+                        "JWKS fetches by issuer and result.",
+                    ),
+                    &["issuer", "result"],
+                ),
+            ),
+            permissions_hits: permissions_lookups.with_label_values(&["hit"]),
+            permissions_lookups,
+            permissions_backend_duration: register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(
+                    "scopegate_permissions_backend_duration_seconds",
+                    "Permissions backend call latency.",
+                )),
+            ),
+            permissions_backend_errors: register(
+                &r,
+                IntCounter::new(
+                    "scopegate_permissions_backend_errors_total",
+                    "Permissions backend failures.",
+                ),
+            ),
+            tokens_minted: register(
+                &r,
+                IntCounter::new(
+                    "scopegate_tokens_minted_total",
+                    "Tokens signed for upstreams.",
+                ),
+            ),
+            mint_cache_hits: register(
+                &r,
+                IntCounter::new(
+                    "scopegate_mint_cache_hits_total",
+                    "Minted tokens reused from the cache.",
+                ),
+            ),
+            config_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_config_reloads_total",
+                        "Configuration reloads by result.",
+                    ),
                     &["result"],
                 ),
             ),
-            permissions_backend_duration: register(&r, Histogram::with_opts(HistogramOpts::new("scopegate_permissions_backend_duration_seconds", "Permissions backend call latency."))),
-            permissions_backend_errors: register(&r, IntCounter::new("scopegate_permissions_backend_errors_total", "Permissions backend failures.")),
-            tokens_minted: register(&r, IntCounter::new("scopegate_tokens_minted_total", "Tokens signed for upstreams.")),
-            mint_cache_hits: register(&r, IntCounter::new("scopegate_mint_cache_hits_total", "Minted tokens reused from the cache.")),
-            config_reloads: register(&r, IntCounterVec::new(Opts::new("scopegate_config_reloads_total", "Configuration reloads by result."), &["result"])),
-            config_last_reload: register(&r, IntGauge::new("scopegate_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")),
-            limit_rejections: register(&r, IntCounterVec::new(Opts::new("scopegate_limit_rejections_total", "Requests or connections refused by a limit."), &["limit"])),
-            token_exchanges: register(&r, IntCounterVec::new(Opts::new("scopegate_token_exchanges_total", "Token exchanges by client and result."), &["client", "result"])),
-            websocket_connections: register(&r, IntGauge::new("scopegate_websocket_connections", "WebSocket connections open now.")),
-            websocket_bytes: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_bytes_total", "Bytes carried by WebSocket connections, by direction (upstream: client to upstream)."), &["direction"])),
-            cors_preflights: register(&r, IntCounterVec::new(Opts::new("scopegate_cors_preflights_total", "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed."), &["outcome"])),
-            websocket_closures: register(&r, IntCounterVec::new(Opts::new("scopegate_websocket_closures_total", "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error."), &["reason"])),
-            insecure_http_targets: register(&r, IntGaugeVec::new(Opts::new("scopegate_insecure_http_targets", "1 for each target (issuer/<name>, permissions) allowed plain http to a non-loopback host by insecure_http: true."), &["target"])),
-            cache_entries: register(&r, IntGaugeVec::new(Opts::new("scopegate_cache_entries", "Entries in each cache (verified_tokens, minted_tokens, permissions) at scrape time."), &["cache"])),
+            config_last_reload: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful configuration load.",
+                ),
+            ),
+            limit_rejections: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_limit_rejections_total",
+                        "Requests or connections refused by a limit.",
+                    ),
+                    &["limit"],
+                ),
+            ),
+            token_exchanges: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_token_exchanges_total",
+                        "Token exchanges by client and result.",
+                    ),
+                    &["client", "result"],
+                ),
+            ),
+            websocket_connections: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_websocket_connections",
+                    "WebSocket connections open now.",
+                ),
+            ),
+            websocket_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_websocket_bytes_total",
+                        "Bytes carried by WebSocket connections, by direction (upstream: client to upstream).",
+                    ),
+                    &["direction"],
+                ),
+            ),
+            cors_preflights: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_cors_preflights_total",
+                        "CORS preflights answered by scopegate, by outcome: granted, origin_not_allowed, method_not_allowed, headers_not_allowed.",
+                    ),
+                    &["outcome"],
+                ),
+            ),
+            websocket_closures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_websocket_closures_total",
+                        "Closed WebSocket connections by reason: closed, idle, lifetime, shutdown, error.",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            insecure_http_targets: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "scopegate_insecure_http_targets",
+                        "1 for each target (issuer/<name>, permissions) allowed plain http to a non-loopback host by insecure_http: true.",
+                    ),
+                    &["target"],
+                ),
+            ),
+            cache_entries: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "scopegate_cache_entries",
+                        "Entries in each cache (verified_tokens, minted_tokens, permissions) at scrape time.",
+                    ),
+                    &["cache"],
+                ),
+            ),
             registry: r,
         }
     }

@@ -1,4 +1,4 @@
-use super::{Field, line, sink::Format};
+use super::{Field, line, push_timestamp, sink::Format};
 
 fn fields(subject: &str) -> [(&'static str, Field<'_>); 3] {
     [
@@ -32,4 +32,18 @@ fn a_text_line_quotes_every_string() {
         "{out}"
     );
     assert_eq!(out.matches('\n').count(), 1);
+}
+
+#[test]
+fn a_timestamp_is_humantimes_rfc3339_with_microseconds() {
+    use std::time::{Duration, UNIX_EPOCH};
+    for micros in [0, 7, 123_456, 999_999] {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_533_394) + Duration::from_micros(micros);
+        let mut out = Vec::new();
+        push_timestamp(&mut out, at);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            humantime::format_rfc3339_micros(at).to_string()
+        );
+    }
 }

@@ -63,8 +63,7 @@ impl Gateway {
         let (response, reason, allowed) = match result {
             Ok(r) => {
                 self.metrics
-                    .gateway_duration
-                    .with_label_values(&["allow"])
+                    .gateway_allowed
                     .observe(started.elapsed().as_secs_f64());
                 (r, "allowed", true)
             }

@@ -177,10 +177,7 @@ impl Permissions {
     /// waiters of one failed call all see it.
     pub async fn lookup(&self, query: &Query) -> Result<Looked, Arc<BackendError>> {
         if let Some(entry) = self.fresh.get(query).await {
-            self.metrics
-                .permissions_lookups
-                .with_label_values(&["hit"])
-                .inc();
+            self.metrics.permissions_hits.inc();
             return Ok(Looked {
                 membership: entry.membership.clone(),
                 source: Source::Cache,
