@@ -12,7 +12,7 @@
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -74,18 +74,13 @@ pub enum MintError {
 
 type Key = [u8; 32];
 
-struct HalfLife;
-
-impl moka::Expiry<Key, Arc<Minted>> for HalfLife {
-    fn expire_after_create(&self, _: &Key, value: &Arc<Minted>, _: Instant) -> Option<Duration> {
-        Some(value.lifetime / 2)
-    }
-}
-
 /// Signs and caches down-scoped tokens.
 pub(crate) struct Minter {
     signing: Arc<Signing>,
-    cache: moka::sync::Cache<Key, Arc<Minted>>,
+    /// Bounded by entries (quick_cache: entries in place, no per-entry timer). A token is
+    /// reused while it has half its lifetime left, checked on every hit; an entry past that is
+    /// never hit again, so eviction drops it before live ones.
+    cache: quick_cache::sync::Cache<Key, Arc<Minted>>,
     metrics: Metrics,
     clock: Clock,
 }
@@ -105,10 +100,8 @@ impl Minter {
         metrics: Metrics,
         clock: Clock,
     ) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(cache_entries)
-            .expire_after(HalfLife)
-            .build();
+        let cache =
+            quick_cache::sync::Cache::new(usize::try_from(cache_entries).unwrap_or(usize::MAX));
         Self {
             signing,
             cache,
@@ -134,7 +127,9 @@ impl Minter {
         }
         let client_id = request.principal.client_id();
         let cache_key = cache_key(&key_in_use.kid, request, client_id)?;
-        if let Some(hit) = self.cache.get(&cache_key) {
+        if let Some(hit) = self.cache.get(&cache_key)
+            && now < hit.expires_at.saturating_sub(hit.lifetime.as_secs() / 2)
+        {
             self.metrics.mint_cache_hits.inc();
             return Ok(hit);
         }
@@ -176,8 +171,7 @@ impl Minter {
 
     /// Entries in the mint cache (after pending maintenance).
     pub(crate) fn cached_tokens(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }
 

@@ -451,7 +451,9 @@ where
                         req.extensions_mut().insert(hold.clone());
                     }
                     let in_flight = InFlight::start(activity.clone());
-                    let answer = handler(req, peer);
+                    // Boxed: the gateway's future is several kilobytes, and hyper moves the
+                    // service future as it places it; a pointer moves for free.
+                    let answer = Box::pin(handler(req, peer));
                     async move {
                         answer
                             .await

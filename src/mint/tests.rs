@@ -142,3 +142,30 @@ fn issuer_documents_live_under_the_issuer_path() {
     assert_eq!(doc["token_endpoint"], "https://gw.example/sg/oauth2/token");
     assert!(s.discovery(false).get("token_endpoint").is_none());
 }
+
+#[test]
+fn a_cached_token_is_reused_only_while_half_its_lifetime_is_left() {
+    let clock = crate::token::Clock::default();
+    let minter = Minter::new(
+        signing(),
+        100,
+        crate::metrics::Metrics::new(),
+        clock.clone(),
+    );
+    let p = caller(json!({}), 3600);
+    let scopes = vec!["read".to_string()];
+    // 300 s lifetime (the ttl): reused for the first 150 s, then minted anew.
+    let first = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
+    clock.advance(Duration::from_secs(149));
+    let reused = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
+    assert!(Arc::ptr_eq(&first, &reused));
+    clock.advance(Duration::from_secs(2));
+    let fresh = minter.mint(&request(&p, Some("acme"), &scopes)).unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    assert!(fresh.expires_at > first.expires_at);
+    assert_eq!(
+        minter.cached_tokens(),
+        1,
+        "the new token replaced the old entry"
+    );
+}
