@@ -128,14 +128,18 @@ fn distinct_run(
 
 /// wrk with a value never sent before on every request, warm-up included. `base` is
 /// `http://host:port`; `path` has `%07d` for an organization number.
-pub(crate) fn distinct(
+/// `probe` is read just before and just after the measured run.
+pub(crate) fn distinct_probed<T>(
     base: &str,
     path: &str,
     values: &Distinct<'_>,
     seconds: u64,
-) -> Result<Load, String> {
+    mut probe: impl FnMut() -> T,
+) -> Result<(Load, T, T), String> {
     let (_, used) = distinct_run(base, path, values, 0, WARMUP)?;
-    distinct_run(base, path, values, used, seconds).map(|(load, _)| load)
+    let before = probe();
+    let (load, _) = distinct_run(base, path, values, used, seconds)?;
+    Ok((load, before, probe()))
 }
 
 /// Sends every token of `file` once, from `CONNECTIONS` keep-alive connections (the memory

@@ -329,6 +329,16 @@ fn report_made(file: &TokenFile, took: Option<Duration>, alg: &str) {
     }
 }
 
+fn cpu(
+    before: Option<servers::Ticks>,
+    after: Option<servers::Ticks>,
+    requests: u64,
+) -> Option<Cpu> {
+    before
+        .zip(after)
+        .and_then(|(b, a)| b.per_request(a, requests))
+}
+
 impl Bench {
     fn row(&self, kind: Kind, workers: usize, load: Load) -> Row {
         Row {
@@ -376,15 +386,34 @@ impl Bench {
     fn same_token(&self, url: &str, server: &Running) -> Result<(Load, Option<Cpu>), String> {
         let (load, before, after) =
             load::same_token_probed(url, &self.token, self.settings.seconds, || server.ticks())?;
-        let cpu = before
-            .zip(after)
-            .and_then(|(b, a)| b.per_request(a, load.requests));
+        let cpu = cpu(before, after, load.requests);
         Ok((load, cpu))
     }
 
-    /// A row of a server started for it, measured by [`Self::same_token`].
-    fn started(&self, kind: Kind, workers: usize, server: &Running) -> Result<Row, String> {
-        let (load, cpu) = self.same_token(&format!("http://{}{ORG_PATH}", server.addr), server)?;
+    /// A distinct-value run against `server` at `base`, with its CPU per request.
+    fn distinct(
+        &self,
+        base: &str,
+        path: &str,
+        values: &Distinct<'_>,
+        server: &Running,
+    ) -> Result<(Load, Option<Cpu>), String> {
+        let seconds = self.settings.seconds;
+        let (load, before, after) =
+            load::distinct_probed(base, path, values, seconds, || server.ticks())?;
+        let cpu = cpu(before, after, load.requests);
+        Ok((load, cpu))
+    }
+
+    /// A row of a server started for it, measured by `run`.
+    fn started(
+        &self,
+        kind: Kind,
+        workers: usize,
+        server: &Running,
+        run: impl FnOnce(&Running) -> Result<(Load, Option<Cpu>), String>,
+    ) -> Result<Row, String> {
+        let (load, cpu) = run(server)?;
         let mut row = self.row(kind, workers, load);
         row.rss_kib = server.rss_kib();
         row.cpu = cpu;
@@ -408,13 +437,15 @@ impl Bench {
                 let load = load::same_token(&at(self.upstream.addr, ORG_PATH), token, seconds)?;
                 Ok(self.row(kind, workers, load))
             }
-            Kind::Nginx => {
-                let proxy = servers::nginx_proxy(&self.dir, self.upstream.addr, workers)?;
-                self.started(kind, workers, &proxy)
-            }
-            Kind::Floor => {
-                let proxy = servers::floor_proxy(&self.dir, self.upstream.addr, workers)?;
-                self.started(kind, workers, &proxy)
+            Kind::Nginx | Kind::Floor => {
+                let proxy = if kind == Kind::Nginx {
+                    servers::nginx_proxy(&self.dir, self.upstream.addr, workers)?
+                } else {
+                    servers::floor_proxy(&self.dir, self.upstream.addr, workers)?
+                };
+                self.started(kind, workers, &proxy, |p| {
+                    self.same_token(&at(p.addr, ORG_PATH), p)
+                })
             }
             Kind::HaproxyOne | Kind::HaproxyDistinct => {
                 let haproxy = servers::haproxy(
@@ -424,18 +455,14 @@ impl Bench {
                     &self.keys.rsa_public_pem,
                 )?;
                 servers::preflight(haproxy.addr, SCOPE_PATH, token)?;
-                let load = if kind == Kind::HaproxyOne {
-                    load::same_token(&at(haproxy.addr, SCOPE_PATH), token, seconds)?
-                } else {
-                    let base = format!("http://{}", haproxy.addr);
-                    load::distinct(
-                        &base,
-                        SCOPE_PATH,
-                        &Distinct::Tokens(self.tokens()?),
-                        seconds,
-                    )?
-                };
-                Ok(self.row(kind, workers, load))
+                self.started(kind, workers, &haproxy, |h| {
+                    if kind == Kind::HaproxyOne {
+                        self.same_token(&at(h.addr, SCOPE_PATH), h)
+                    } else {
+                        let base = format!("http://{}", h.addr);
+                        self.distinct(&base, SCOPE_PATH, &Distinct::Tokens(self.tokens()?), h)
+                    }
+                })
             }
             Kind::ScopeCached => self.gateway(kind, plain, SCOPE_PATH, same(SCOPE_PATH)),
             Kind::OrgWarm => self.gateway(kind, plain, ORG_PATH, same(ORG_PATH)),
@@ -451,8 +478,8 @@ impl Bench {
                     ..plain
                 };
                 let file = self.tokens()?;
-                self.gateway(kind, gateway, path, |base, _| {
-                    load::distinct(base, path, &Distinct::Tokens(file), seconds).map(no_cpu)
+                self.gateway(kind, gateway, path, |base, server| {
+                    self.distinct(base, path, &Distinct::Tokens(file), server)
                 })
             }
             Kind::ColdOrg => {
@@ -463,8 +490,8 @@ impl Bench {
                     ..plain
                 };
                 let values = Distinct::Orgs { token, count };
-                self.gateway(kind, gateway, ORG_PATH, |base, _| {
-                    load::distinct(base, COLD_ORG_PATH, &values, seconds).map(no_cpu)
+                self.gateway(kind, gateway, ORG_PATH, |base, server| {
+                    self.distinct(base, COLD_ORG_PATH, &values, server)
                 })
             }
             Kind::Routes10 | Kind::Routes10k => {
@@ -575,7 +602,13 @@ impl Bench {
             match (row.kind, anchor) {
                 (Kind::Routes10k | Kind::Issuers100, Some(a)) => {
                     let cost = a.load.requests_per_sec / row.load.requests_per_sec - 1.0;
-                    note = format!("per-request cost {:+.1}%", cost * 100.0);
+                    note = format!("per-request cost {:+.1}% (req/s)", cost * 100.0);
+                    // CPU per request is the steadier measure: req/s also moves with what
+                    // else the 2 cores run.
+                    if let (Some(c), Some(ac)) = (row.cpu, a.cpu) {
+                        let cost = (c.user_us + c.system_us) / (ac.user_us + ac.system_us) - 1.0;
+                        note.push_str(&format!(", {:+.1}% (CPU per request)", cost * 100.0));
+                    }
                 }
                 (Kind::RateOrgWarm, Some(a)) => {
                     let added = row.load.p99.as_secs_f64() - a.load.p99.as_secs_f64();
