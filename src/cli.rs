@@ -76,6 +76,11 @@ enum Command {
         #[arg(value_enum, default_value = "server")]
         kind: crate::config::SchemaKind,
     },
+    /// The PostgreSQL permissions backend's schema.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Run the demo: a development issuer, an echo upstream and the gateway, nothing to set up.
     Dev {
         /// Gateway address.
@@ -84,6 +89,18 @@ enum Command {
         /// Admin (metrics, health) address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Print the schema (tables for organizations and memberships) as SQL.
+    Schema,
+    /// Apply the schema (idempotent) to the database of `permissions.postgres.url`.
+    Migrate {
+        /// The server configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -237,6 +254,29 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Db {
+            action: DbAction::Schema,
+        } => {
+            use std::io::Write;
+            let _ = write!(
+                std::io::stdout(),
+                "{}",
+                crate::permissions::postgres::SCHEMA
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Db {
+            action: DbAction::Migrate { config },
+        } => match migrate(&config).await {
+            Ok(()) => {
+                println!("schema applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Dev { listen, admin } => match crate::dev::run(listen, admin).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -245,6 +285,28 @@ async fn run(cli: Cli) -> ExitCode {
             }
         },
     }
+}
+
+/// `db migrate`: the connection string from the server file's `permissions.postgres.url`.
+async fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let url = yaml["permissions"]["postgres"]["url"]
+        .as_str()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no `permissions.postgres.url`; the schema is for the postgres backend",
+                config.display()
+            )
+        })?;
+    let pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("permissions.postgres.url: {e}"))?;
+    crate::permissions::postgres::migrate(&pg)
+        .await
+        .map_err(|e| anyhow::anyhow!("applying the schema: {e}"))
 }
 
 /// Generates a key into `out/<kid>.pem`; refuses to overwrite an existing file.

@@ -40,6 +40,8 @@ pub const SHUTDOWN_GRACE: Duration = secs(30);
 /// A whole http backend call, waiting for a slot included.
 pub const PERMISSIONS_TIMEOUT: Duration = secs(2);
 pub const PERMISSIONS_MAX_CONCURRENCY: usize = 64;
+/// Connections of the `postgres` permissions backend's pool at most.
+pub const POSTGRES_POOL_SIZE: usize = 16;
 pub const PERMISSIONS_CACHE_ENTRIES: u64 = 10_000;
 /// When the backend's answer names no `ttl`.
 pub const PERMISSIONS_DEFAULT_TTL: Duration = secs(60);

@@ -23,8 +23,10 @@ pub(super) fn permissions(
         raw.timeout.as_deref(),
         defaults::PERMISSIONS_TIMEOUT,
     );
-    let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url) {
-        (Some(files), None) => {
+    let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url, &raw.postgres)
+    {
+        (None, None, Some(pg)) => postgres(check, pg, timeout)?,
+        (Some(files), None, None) => {
             let files = files.iter().map(|f| base.join(f)).collect();
             let known = issuers
                 .iter()
@@ -42,7 +44,7 @@ pub(super) fn permissions(
                 }
             }
         }
-        (None, Some(url)) => match url.parse::<Uri>() {
+        (None, Some(url), None) => match url.parse::<Uri>() {
             Ok(u)
                 if matches!(u.scheme_str(), Some("https"))
                     || (u.scheme_str() == Some("http")
@@ -76,8 +78,8 @@ pub(super) fn permissions(
         _ => {
             check.error(
                 &[Step::Key("permissions")],
-                "`permissions` needs exactly one of `files` and `url`",
-                "use `files: [data.yaml]` for the file backend or `url: ...` for the HTTP backend",
+                "`permissions` needs exactly one of `files`, `url` and `postgres`",
+                "use `files: [data.yaml]` for the file backend, `url: ...` for the HTTP backend or `postgres: { url: ... }` for PostgreSQL",
             );
             return None;
         }
@@ -113,6 +115,90 @@ pub(super) fn permissions(
         budget: miss_budget(check, raw.miss_budget.as_ref()),
     };
     Some(PermissionsConfig { backend, cache })
+}
+
+/// The `postgres` backend: a parsed connection string, plaintext only where nobody sits on the
+/// path (loopback, a Unix socket) unless the file says otherwise.
+fn postgres(
+    check: &mut Check<'_>,
+    raw: &raw::Postgres,
+    timeout: std::time::Duration,
+) -> Option<Arc<dyn crate::permissions::Backend>> {
+    use tokio_postgres::config::{Host, SslMode};
+    let at = |key: &'static str| {
+        [
+            Step::Key("permissions"),
+            Step::Key("postgres"),
+            Step::Key(key),
+        ]
+    };
+    let config = match raw.url.parse::<tokio_postgres::Config>() {
+        Ok(c) => c,
+        Err(e) => {
+            // The error never repeats the string: it may hold a password.
+            check.error(
+                &at("url"),
+                format!("not a PostgreSQL connection string: {e}"),
+                "write `postgresql://user:password@host:5432/database` or `host=... user=... dbname=...`",
+            );
+            return None;
+        }
+    };
+    if config.get_ssl_mode() == SslMode::Require {
+        check.error(
+            &at("url"),
+            "`sslmode=require`: TLS to PostgreSQL is not supported yet",
+            "connect over loopback or a Unix socket (a sidecar such as pgbouncer or cloud-sql-proxy), or set `insecure_plaintext: true` on a network you trust",
+        );
+        return None;
+    }
+    let local = |h: &Host| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    };
+    if config.get_hosts().is_empty() {
+        check.error(
+            &at("url"),
+            "the connection string names no host",
+            "write the database's host, like `postgresql://scopegate@127.0.0.1:5432/permissions`",
+        );
+        return None;
+    }
+    if !config.get_hosts().iter().all(local) && !raw.insecure_plaintext {
+        check.error(
+            &at("url"),
+            "a PostgreSQL host that is not loopback would be reached without TLS",
+            "reach it through a local proxy (pgbouncer, cloud-sql-proxy) on 127.0.0.1, or set `insecure_plaintext: true` if the network is trusted; TLS is not supported yet",
+        );
+        return None;
+    }
+    let pool_size = bounded(
+        check,
+        &at("pool_size"),
+        raw.pool_size,
+        defaults::POSTGRES_POOL_SIZE,
+    );
+    let query = raw
+        .query
+        .clone()
+        .unwrap_or_else(|| crate::permissions::postgres::DEFAULT_QUERY.to_string());
+    match crate::permissions::postgres::PostgresBackend::new(config, pool_size, query, timeout) {
+        Ok(b) => Some(Arc::new(b)),
+        Err(e) => {
+            check.error(
+                &at("url"),
+                format!("cannot set up the connection pool: {e}"),
+                "check the connection string",
+            );
+            None
+        }
+    }
 }
 
 pub(super) fn miss_budget(

@@ -144,6 +144,9 @@ pub(crate) struct Permissions {
     /// `http` backend: the permissions API.
     #[serde(default)]
     pub(crate) url: Option<String>,
+    /// `postgres` backend: memberships read from a PostgreSQL database.
+    #[serde(default)]
+    pub(crate) postgres: Option<Postgres>,
     #[serde(default)]
     pub(crate) timeout: Option<String>,
     #[serde(default)]
@@ -170,6 +173,26 @@ pub(crate) struct Permissions {
     /// in metrics.
     #[serde(default)]
     pub(crate) insecure_http: bool,
+}
+
+/// The `postgres` permissions backend.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Postgres {
+    /// A libpq connection string or URL (`postgresql://user:password@host:5432/db`).
+    pub(crate) url: String,
+    /// Connections in the pool at most (default 16).
+    #[serde(default)]
+    pub(crate) pool_size: Option<usize>,
+    /// The lookup query (`$1` issuer, `$2` subject, `$3` organization, `$4` client id; columns
+    /// `roles`, `scopes`, `claims`, `ttl`); default: the shipped schema's
+    /// (`scopegate db schema`).
+    #[serde(default)]
+    pub(crate) query: Option<String>,
+    /// Allow an unencrypted connection to a host that is not loopback or a Unix socket (TLS to
+    /// PostgreSQL is not supported yet); warned at every load and counted in metrics.
+    #[serde(default)]
+    pub(crate) insecure_plaintext: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -355,10 +355,12 @@ pub(super) fn insecure_targets(
         KeysSource::Local => false,
     });
     let permissions = permissions.filter(|p| {
-        p.insecure_http
+        let http = p.insecure_http
             && (p.url.as_deref())
                 .and_then(|u| u.parse().ok())
-                .is_some_and(|u| plain(&u))
+                .is_some_and(|u| plain(&u));
+        // Whether or not the host is loopback: the flag says plaintext was asked for.
+        http || p.postgres.as_ref().is_some_and(|pg| pg.insecure_plaintext)
     });
     issuers
         .map(|i| format!("issuer/{}", i.name))

@@ -10,6 +10,7 @@ use super::{Combine, Config, ConfigError, KeysSource, ScopesFormat, Source, from
 
 mod client_tls;
 mod cors;
+mod postgres;
 mod protocol;
 mod websocket;
 mod workers;

@@ -109,10 +109,6 @@ impl HttpBackend {
 
 impl Backend for HttpBackend {
     fn lookup<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Answer, BackendError>> {
-        Box::pin(async move {
-            tokio::time::timeout(self.timeout, self.call(query))
-                .await
-                .map_err(|_| BackendError::Timeout)?
-        })
+        super::timed(self.timeout, self.call(query))
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod budget;
 pub(crate) mod file;
 pub(crate) mod http;
+pub(crate) mod postgres;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +55,12 @@ pub enum BackendError {
     /// The answer is not the contract's JSON.
     #[error("the permissions backend's answer is not the expected JSON: {0}")]
     Json(#[source] serde_json::Error),
+    /// The database could not be reached, or refused the query.
+    #[error("the permissions database failed: {0}")]
+    Database(String),
+    /// A row the query returned is not the contract's columns and types.
+    #[error("the permissions database returned an unusable row: {0}")]
+    Row(String),
     /// The caller is over its budget of cache misses (429): retry after this long.
     #[error("too many lookups of uncached organizations; retry later")]
     Throttled(Duration),
@@ -61,6 +68,19 @@ pub enum BackendError {
 
 /// A boxed future, so backends can be chosen at run time.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `call` bounded by `timeout` (past it, [`BackendError::Timeout`]), boxed for
+/// [`Backend::lookup`].
+pub(crate) fn timed<'a>(
+    timeout: Duration,
+    call: impl Future<Output = Result<Answer, BackendError>> + Send + 'a,
+) -> BoxFuture<'a, Result<Answer, BackendError>> {
+    Box::pin(async move {
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| BackendError::Timeout)?
+    })
+}
 
 /// A source of permissions.
 pub trait Backend: Send + Sync + std::fmt::Debug {

@@ -30,6 +30,7 @@ mod layers;
 mod operate;
 mod paths;
 mod permissions;
+mod postgres;
 mod private_ca;
 mod props;
 mod scenarios;

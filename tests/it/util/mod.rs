@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod parsers;
 pub mod perms;
 pub mod pki;
+pub mod postgres;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
