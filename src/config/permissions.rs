@@ -112,6 +112,7 @@ pub(super) fn permissions(
             defaults::NEGATIVE_TTL,
         ),
         on_error,
+        lookup_timeout: timeout,
         budget: miss_budget(check, raw.miss_budget.as_ref()),
     };
     Some(PermissionsConfig { backend, cache })
@@ -188,7 +189,10 @@ fn postgres(
         .query
         .clone()
         .unwrap_or_else(|| crate::permissions::postgres::DEFAULT_QUERY.to_string());
-    match crate::permissions::postgres::PostgresBackend::new(config, pool_size, query, timeout) {
+    let backend = crate::permissions::postgres::PostgresBackend::new(
+        config, pool_size, query, timeout, raw.listen,
+    );
+    match backend {
         Ok(b) => Some(Arc::new(b)),
         Err(e) => {
             check.error(

@@ -9,6 +9,7 @@ pub(crate) mod budget;
 pub(crate) mod file;
 pub(crate) mod http;
 pub(crate) mod postgres;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,6 +92,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn reload(&self) -> Result<bool, String> {
         Ok(false)
     }
+
+    /// Whether the backend reports changes to its data ([`Backend::watch`]).
+    fn watches(&self) -> bool {
+        false
+    }
+
+    /// Starts reporting changes to `forget`, until it says the caches are gone.
+    fn watch(&self, _forget: watch::Forget) {}
 }
 
 /// What to do when the backend fails.
@@ -109,12 +118,15 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
     pub on_error: OnError,
+    /// The backend's whole-lookup timeout: how long an answer read before a reported change
+    /// may still be on its way into the cache.
+    pub lookup_timeout: Duration,
     /// Per-caller bound on misses (each costs a backend call).
     pub budget: budget::BudgetConfig,
 }
 
 #[derive(Debug)]
-struct Entry {
+pub(crate) struct Entry {
     membership: Arc<Membership>,
     ttl: Duration,
     fetched: Instant,
@@ -133,9 +145,7 @@ impl moka::Expiry<Query, Arc<Entry>> for EntryTtl {
 pub struct Permissions {
     backend: Arc<dyn Backend>,
     config: CacheConfig,
-    fresh: moka::future::Cache<Query, Arc<Entry>>,
-    /// Last good answers, for `on_error: stale`.
-    stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+    caches: Arc<watch::Caches>,
     budget: budget::MissBudget,
     metrics: Metrics,
 }
@@ -170,25 +180,39 @@ impl Source {
 
 impl Permissions {
     pub fn new(backend: Arc<dyn Backend>, config: CacheConfig, metrics: Metrics) -> Self {
-        let fresh = moka::future::Cache::builder()
+        // Invalidation closures cost a check on every hit while one is pending: only for a
+        // backend that reports changes.
+        let watching = backend.watches();
+        let mut fresh = moka::future::Cache::builder()
             .max_capacity(config.entries)
-            .expire_after(EntryTtl)
-            .build();
+            .expire_after(EntryTtl);
+        if watching {
+            fresh = fresh.support_invalidation_closures();
+        }
         let stale = match config.on_error {
-            OnError::Stale(age) => Some(
-                moka::sync::Cache::builder()
+            OnError::Stale(age) => {
+                let mut stale = moka::sync::Cache::builder()
                     .max_capacity(config.entries)
-                    .time_to_live(age)
-                    .build(),
-            ),
+                    .time_to_live(age);
+                if watching {
+                    stale = stale.support_invalidation_closures();
+                }
+                Some(stale.build())
+            }
             OnError::Deny => None,
         };
+        let caches = Arc::new(watch::Caches {
+            fresh: fresh.build(),
+            stale,
+        });
+        if watching {
+            backend.watch(watch::Forget::new(&caches, config.lookup_timeout));
+        }
         Self {
             backend,
             budget: budget::MissBudget::new(config.budget),
             config,
-            fresh,
-            stale,
+            caches,
             metrics,
         }
     }
@@ -196,7 +220,7 @@ impl Permissions {
     /// The membership of `query`, from cache or the backend. The error is shared: coalesced
     /// waiters of one failed call all see it.
     pub async fn lookup(&self, query: &Query) -> Result<Looked, Arc<BackendError>> {
-        if let Some(entry) = self.fresh.get(query).await {
+        if let Some(entry) = self.caches.fresh.get(query).await {
             self.metrics.permissions_hits.inc();
             return Ok(Looked {
                 membership: entry.membership.clone(),
@@ -205,6 +229,7 @@ impl Permissions {
         }
         let mut called = false;
         let result = self
+            .caches
             .fresh
             .try_get_with_by_ref(query, async {
                 // Charged once per backend call: coalesced waiters share the caller's miss.
@@ -231,7 +256,7 @@ impl Permissions {
                     ttl,
                     fetched: Instant::now(),
                 });
-                if let Some(stale) = &self.stale {
+                if let Some(stale) = &self.caches.stale {
                     stale.insert(query.clone(), entry.clone());
                 }
                 Ok::<_, BackendError>(entry)
@@ -268,6 +293,7 @@ impl Permissions {
                     tracing::warn!(organization = %query.organization, error = %e, "permissions backend failed");
                 }
                 let fallback = self
+                    .caches
                     .stale
                     .as_ref()
                     .and_then(|s| s.get(query))
@@ -307,8 +333,8 @@ impl Permissions {
                     let Some(p) = this.upgrade() else { return };
                     match p.backend.reload() {
                         Ok(true) => {
-                            p.fresh.invalidate_all();
-                            if let Some(s) = &p.stale {
+                            p.caches.fresh.invalidate_all();
+                            if let Some(s) = &p.caches.stale {
                                 s.invalidate_all();
                             }
                             tracing::info!("permissions data reloaded");
@@ -327,11 +353,11 @@ impl Permissions {
     /// Entries in the answer cache, without waiting for its pending maintenance (the admin
     /// listener's scrape is synchronous).
     pub fn approximate_entries(&self) -> u64 {
-        self.fresh.entry_count()
+        self.caches.fresh.entry_count()
     }
 
     pub async fn cached_entries(&self) -> u64 {
-        self.fresh.run_pending_tasks().await;
-        self.fresh.entry_count()
+        self.caches.fresh.run_pending_tasks().await;
+        self.caches.fresh.entry_count()
     }
 }

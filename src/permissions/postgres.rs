@@ -10,6 +10,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use super::watch::{Change, Forget};
 use super::{Answer, Backend, BackendError, BoxFuture, Grants, Membership, Query};
 
 /// The tables `scopegate db schema` prints and `scopegate db migrate` applies (idempotent).
@@ -32,7 +33,43 @@ CREATE TABLE IF NOT EXISTS scopegate_memberships (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (issuer, subject, organization)
 );
+
+-- Every change to a membership notifies `scopegate_memberships` with the (issuer, subject,
+-- organization) it touched; gateways with `listen: true` drop those cached answers at once.
+-- An organization deleted deletes its memberships (cascade), which notify too; a TRUNCATE
+-- notifies `{}`: everything.
+CREATE OR REPLACE FUNCTION scopegate_membership_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify('scopegate_memberships', '{}');
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM pg_notify('scopegate_memberships', json_build_object(
+            'issuer', OLD.issuer, 'subject', OLD.subject, 'organization', OLD.organization)::text);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM pg_notify('scopegate_memberships', json_build_object(
+            'issuer', NEW.issuer, 'subject', NEW.subject, 'organization', NEW.organization)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS scopegate_memberships_changed ON scopegate_memberships;
+CREATE TRIGGER scopegate_memberships_changed
+    AFTER INSERT OR UPDATE OR DELETE ON scopegate_memberships
+    FOR EACH ROW EXECUTE FUNCTION scopegate_membership_changed();
+DROP TRIGGER IF EXISTS scopegate_memberships_truncated ON scopegate_memberships;
+CREATE TRIGGER scopegate_memberships_truncated
+    AFTER TRUNCATE ON scopegate_memberships
+    FOR EACH STATEMENT EXECUTE FUNCTION scopegate_membership_changed();
 "#;
+
+/// The channel [`SCHEMA`]'s trigger notifies and `listen: true` listens on.
+pub(crate) const CHANNEL: &str = "scopegate_memberships";
+/// How long the listener waits before connecting again after losing its connection.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// The lookup against [`SCHEMA`]. A query is given as many of the four parameters as it uses
 /// (this one does not use the client id, `$4`).
@@ -45,6 +82,8 @@ pub(crate) struct PostgresBackend {
     pool: Pool,
     query: String,
     timeout: Duration,
+    /// Where `listen: true` listens for changes; `None` without it.
+    listen: Option<tokio_postgres::Config>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -64,9 +103,11 @@ impl PostgresBackend {
         pool_size: usize,
         query: String,
         timeout: Duration,
+        listen: bool,
     ) -> Result<Self, String> {
         let mut config = config;
         config.connect_timeout(timeout);
+        let listen = listen.then(|| config.clone());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -86,6 +127,7 @@ impl PostgresBackend {
             pool,
             query,
             timeout,
+            listen,
         })
     }
 
@@ -152,6 +194,72 @@ fn answer(row: &tokio_postgres::Row) -> Result<Answer, BackendError> {
 impl Backend for PostgresBackend {
     fn lookup<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Answer, BackendError>> {
         super::timed(self.timeout, self.call(query))
+    }
+
+    fn watches(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    fn watch(&self, forget: Forget) {
+        let Some(config) = self.listen.clone() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while forget.alive() {
+                match listen(&config, &forget).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, channel = CHANNEL, "permissions change notifications lost; reconnecting (answers cached meanwhile are dropped when they resume)");
+                    }
+                }
+                tokio::time::sleep(RECONNECT_AFTER).await;
+            }
+        });
+    }
+}
+
+/// One listening connection: drops what each notification names. Every cached answer is
+/// dropped once `LISTEN` is in place, since changes made before it (or while a previous
+/// connection was down) were never heard. `Ok` when the caches are gone; `Err` when the
+/// connection failed.
+async fn listen(config: &tokio_postgres::Config, forget: &Forget) -> Result<(), String> {
+    use tokio_postgres::AsyncMessage;
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let statement = format!("LISTEN {CHANNEL}");
+    let mut subscribe = std::pin::pin!(client.batch_execute(&statement));
+    let mut subscribed = false;
+    let mut alive = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            done = &mut subscribe, if !subscribed => {
+                done.map_err(|e| e.to_string())?;
+                subscribed = true;
+                tracing::info!(channel = CHANNEL, "listening for permissions changes");
+                if !forget.forget(Change::default()) {
+                    return Ok(());
+                }
+            }
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    // A payload that is not a change drops everything: never keep a revoked grant.
+                    let change = serde_json::from_str::<Change>(n.payload()).unwrap_or_default();
+                    if !forget.forget(change) {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the connection closed".into()),
+            },
+            _ = alive.tick() => {
+                if !forget.alive() {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

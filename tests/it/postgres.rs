@@ -10,7 +10,7 @@ use crate::util::{Harness, Options, jwt_claims, scenario, scopegate};
 /// Seed 02's data (policies/data/organizations.yaml) as rows, for callers of `issuer`.
 fn seed_02(issuer: &str) -> String {
     format!(
-        "INSERT INTO scopegate_organizations (name) VALUES ('acme'), ('globex');
+        "INSERT INTO scopegate_organizations (name) VALUES ('acme'), ('globex') ON CONFLICT DO NOTHING;
          INSERT INTO scopegate_memberships (issuer, subject, organization, roles) VALUES
            ('{issuer}', 'alice', 'acme', '{{project-admin}}'),
            ('{issuer}', 'carol', 'acme', '{{project-viewer}}'),
@@ -134,4 +134,61 @@ async fn the_database_down_is_503_and_service_resumes_when_it_returns() {
     pg.restart();
     let back = h.get("/orgs/globex/projects", &token).await;
     assert_eq!(back.status, StatusCode::OK, "{}", back.text());
+}
+
+/// Two replicas on one database with `listen: true` and answers cached for five minutes: a
+/// role taken away, and a membership added, reach both within a second.
+#[tokio::test]
+async fn a_membership_change_reaches_every_replica_within_a_second() {
+    let pg = Postgres::start();
+    migrate(&pg);
+    let listening = ", listen: true }, default_ttl: 5m, negative_ttl: 5m, timeout: 1s }";
+    let options = |pg: &Postgres| {
+        let mut o = gateway(pg, "");
+        o.server_extra = o.server_extra.replace(" }, timeout: 1s }", listening);
+        o
+    };
+    let a = Harness::with(options(&pg)).await;
+    let b = Harness::with(options(&pg)).await;
+    // Both replicas trust the same issuer URL only if they share it: each harness has its own
+    // development issuer, so the rows name both.
+    for h in [&a, &b] {
+        pg.execute(&seed_02(&h.issuer.url)).await;
+    }
+    let write = |h: &Harness| h.token("read:projects write:projects");
+    for h in [&a, &b] {
+        let created = h
+            .call(http::Method::POST, "/orgs/acme/projects", &write(h), &[])
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "an admin in acme");
+        let other = h.get("/orgs/initech/projects", &write(h)).await;
+        assert_eq!(other.code(), "not_member", "cached as not a member");
+    }
+    let changed = std::time::Instant::now();
+    pg.execute(
+        "UPDATE scopegate_memberships SET roles = '{project-viewer}' \
+         WHERE subject = 'alice' AND organization = 'acme';
+         INSERT INTO scopegate_organizations (name) VALUES ('initech');
+         INSERT INTO scopegate_memberships (issuer, subject, organization, roles)
+           SELECT DISTINCT issuer, 'alice', 'initech', '{project-viewer}'::text[] FROM scopegate_memberships;",
+    )
+    .await;
+    for h in [&a, &b] {
+        loop {
+            let created = h
+                .call(http::Method::POST, "/orgs/acme/projects", &write(h), &[])
+                .await;
+            let joined = h.get("/orgs/initech/projects", &write(h)).await;
+            if created.status == StatusCode::FORBIDDEN && joined.status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                changed.elapsed() < std::time::Duration::from_secs(1),
+                "the change did not reach a replica within 1 s: create {}, initech {}",
+                created.status,
+                joined.status
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }

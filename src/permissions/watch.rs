@@ -1,0 +1,128 @@
+//! Dropping cached answers when the backend says its data changed (the `postgres` backend's
+//! `listen: true`), so a revoked role takes effect at once instead of at the cache's TTL.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Entry, Query};
+
+/// Which answers a change makes wrong: every field given must match, an absent one matches
+/// all (`{}` is everything). The payload of the `scopegate_memberships` notification.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Change {
+    #[serde(default)]
+    pub(crate) issuer: Option<String>,
+    #[serde(default)]
+    pub(crate) subject: Option<String>,
+    #[serde(default)]
+    pub(crate) organization: Option<String>,
+}
+
+impl Change {
+    fn matches(&self, q: &Query) -> bool {
+        let field = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        field(&self.issuer, &q.issuer)
+            && field(&self.subject, &q.subject)
+            && field(&self.organization, &q.organization)
+    }
+}
+
+/// The answer caches of one [`super::Permissions`].
+pub(crate) struct Caches {
+    pub(crate) fresh: moka::future::Cache<Query, Arc<Entry>>,
+    /// Last good answers, for `on_error: stale`: a change drops them too, or a database outage
+    /// would serve a revoked grant.
+    pub(crate) stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+}
+
+impl Caches {
+    fn drop_matching(&self, change: &Arc<Change>) {
+        let c = change.clone();
+        // Only fails when the caches were built without invalidation closures, which
+        // `Permissions::new` enables whenever the backend watches.
+        let _ = self.fresh.invalidate_entries_if(move |q, _| c.matches(q));
+        if let Some(stale) = &self.stale {
+            let c = change.clone();
+            let _ = stale.invalidate_entries_if(move |q, _| c.matches(q));
+        }
+    }
+}
+
+/// What a watching backend holds to drop cached answers. Weak: a gateway replaced by a reload
+/// takes its caches with it, and its backend's watcher then stops.
+#[derive(Debug, Clone)]
+pub struct Forget {
+    caches: Weak<Caches>,
+    /// A lookup in flight when the change committed may store the old answer after the first
+    /// drop; a second drop once every such lookup has timed out catches it.
+    again_after: Duration,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+impl Forget {
+    pub(crate) fn new(caches: &Arc<Caches>, again_after: Duration) -> Self {
+        Self {
+            caches: Arc::downgrade(caches),
+            again_after,
+        }
+    }
+
+    /// Drops the answers `change` names, now and again after the lookup timeout; `false` once
+    /// the caches are gone.
+    pub(crate) fn forget(&self, change: Change) -> bool {
+        let Some(caches) = self.caches.upgrade() else {
+            return false;
+        };
+        let change = Arc::new(change);
+        caches.drop_matching(&change);
+        let (later, after) = (self.caches.clone(), self.again_after);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(caches) = later.upgrade() {
+                caches.drop_matching(&change);
+            }
+        });
+        true
+    }
+
+    /// Whether the caches still exist.
+    pub(crate) fn alive(&self) -> bool {
+        self.caches.strong_count() > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(issuer: &str, subject: &str, organization: &str) -> Query {
+        Query {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            organization: organization.into(),
+            client_id: Some("cli".into()),
+        }
+    }
+
+    #[test]
+    fn a_change_matches_its_fields_and_an_absent_field_matches_all() {
+        let one: Change =
+            serde_json::from_str(r#"{"issuer":"i","subject":"alice","organization":"acme"}"#)
+                .unwrap();
+        assert!(one.matches(&q("i", "alice", "acme")));
+        assert!(!one.matches(&q("i", "alice", "globex")));
+        assert!(!one.matches(&q("other", "alice", "acme")));
+        let org: Change = serde_json::from_str(r#"{"organization":"acme"}"#).unwrap();
+        assert!(org.matches(&q("i", "bob", "acme")));
+        assert!(!org.matches(&q("i", "bob", "globex")));
+        let all: Change = serde_json::from_str("{}").unwrap();
+        assert!(all.matches(&q("x", "y", "z")));
+    }
+}
