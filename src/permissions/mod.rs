@@ -201,10 +201,7 @@ impl Permissions {
             }
             OnError::Deny => None,
         };
-        let caches = Arc::new(watch::Caches {
-            fresh: fresh.build(),
-            stale,
-        });
+        let caches = Arc::new(watch::Caches::new(fresh.build(), stale));
         if watching {
             backend.watch(watch::Forget::new(&caches, config.lookup_timeout));
         }

@@ -174,7 +174,11 @@ fn answer(row: &tokio_postgres::Row) -> Result<Answer, BackendError> {
     let serde_json::Value::Object(claims) = claims else {
         return Err(bad("claims", &"not a JSON object"));
     };
-    let ttl: Option<i32> = row.try_get("ttl").map_err(|e| bad("ttl", &e))?;
+    // `integer` or `bigint`: a query of one's own may compute it either way.
+    let ttl: Option<i64> = match row.try_get::<_, Option<i32>>("ttl") {
+        Ok(t) => t.map(i64::from),
+        Err(_) => row.try_get("ttl").map_err(|e| bad("ttl", &e))?,
+    };
     let ttl = match ttl {
         None => None,
         Some(s) => Some(Duration::from_secs(

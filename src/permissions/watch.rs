@@ -1,8 +1,9 @@
 //! Dropping cached answers when the backend says its data changed (the `postgres` backend's
 //! `listen: true`), so a revoked role takes effect at once instead of at the cache's TTL.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -29,15 +30,55 @@ impl Change {
     }
 }
 
+/// Targeted drops a second at most; past that (a bulk update notifying thousands of rows),
+/// everything is dropped instead. Each targeted drop is a predicate every cache hit checks
+/// until maintenance applies it, so their number must stay small.
+const TARGETED_PER_SECOND: u32 = 100;
+
 /// The answer caches of one [`super::Permissions`].
 pub(crate) struct Caches {
     pub(crate) fresh: moka::future::Cache<Query, Arc<Entry>>,
     /// Last good answers, for `on_error: stale`: a change drops them too, or a database outage
     /// would serve a revoked grant.
     pub(crate) stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+    /// The current second's targeted drops: (its start, how many).
+    window: Mutex<(Instant, u32)>,
+    /// Whether a delayed drop of everything is already scheduled.
+    all_later: AtomicBool,
 }
 
 impl Caches {
+    pub(crate) fn new(
+        fresh: moka::future::Cache<Query, Arc<Entry>>,
+        stale: Option<moka::sync::Cache<Query, Arc<Entry>>>,
+    ) -> Self {
+        Self {
+            fresh,
+            stale,
+            window: Mutex::new((Instant::now(), 0)),
+            all_later: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one targeted drop; `false` past this second's budget.
+    fn within_budget(&self) -> bool {
+        let Ok(mut window) = self.window.lock() else {
+            return false;
+        };
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= TARGETED_PER_SECOND
+    }
+
+    fn drop_all(&self) {
+        self.fresh.invalidate_all();
+        if let Some(stale) = &self.stale {
+            stale.invalidate_all();
+        }
+    }
+
     fn drop_matching(&self, change: &Arc<Change>) {
         let c = change.clone();
         // Only fails when the caches were built without invalidation closures, which
@@ -80,9 +121,25 @@ impl Forget {
         let Some(caches) = self.caches.upgrade() else {
             return false;
         };
+        let (later, after) = (self.caches.clone(), self.again_after);
+        let everything =
+            change.issuer.is_none() && change.subject.is_none() && change.organization.is_none();
+        if everything || !caches.within_budget() {
+            caches.drop_all();
+            // One delayed drop of everything covers every change until it runs.
+            if !caches.all_later.swap(true, Ordering::AcqRel) {
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(caches) = later.upgrade() {
+                        caches.all_later.store(false, Ordering::Release);
+                        caches.drop_all();
+                    }
+                });
+            }
+            return true;
+        }
         let change = Arc::new(change);
         caches.drop_matching(&change);
-        let (later, after) = (self.caches.clone(), self.again_after);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if let Some(caches) = later.upgrade() {
@@ -109,6 +166,48 @@ mod tests {
             organization: organization.into(),
             client_id: Some("cli".into()),
         }
+    }
+
+    fn entry() -> Arc<Entry> {
+        Arc::new(Entry {
+            membership: Arc::new(crate::policy::Membership::NotMember),
+            ttl: Duration::from_secs(300),
+            fetched: Instant::now(),
+        })
+    }
+
+    fn change(subject: &str) -> Change {
+        Change {
+            subject: Some(subject.into()),
+            ..Change::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_drops_its_answers_and_a_flood_of_changes_drops_everything() {
+        let fresh = moka::future::Cache::builder()
+            .max_capacity(100)
+            .support_invalidation_closures()
+            .build();
+        let caches = Arc::new(Caches::new(fresh, None));
+        let forget = Forget::new(&caches, Duration::from_secs(60));
+        let (alice, bob) = (q("i", "alice", "acme"), q("i", "bob", "globex"));
+        caches.fresh.insert(alice.clone(), entry()).await;
+        caches.fresh.insert(bob.clone(), entry()).await;
+        assert!(forget.forget(change("alice")));
+        assert!(caches.fresh.get(&alice).await.is_none());
+        assert!(
+            caches.fresh.get(&bob).await.is_some(),
+            "another subject stays"
+        );
+        // Past the budget a targeted drop becomes a drop of everything: bob goes too.
+        for n in 0..TARGETED_PER_SECOND {
+            forget.forget(change(&format!("nobody-{n}")));
+        }
+        assert!(caches.fresh.get(&bob).await.is_none());
+        drop(caches);
+        assert!(!forget.alive());
+        assert!(!forget.forget(change("alice")), "the owner is gone");
     }
 
     #[test]
