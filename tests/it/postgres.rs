@@ -155,6 +155,9 @@ async fn a_membership_change_reaches_every_replica_within_a_second() {
     for h in [&a, &b] {
         pg.execute(&seed_02(&h.issuer.url)).await;
     }
+    // Past the seed's own notifications and their second drop one lookup timeout later: from
+    // here on only the change below can drop what the replicas cache next.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let write = |h: &Harness| h.token("read:projects write:projects");
     for h in [&a, &b] {
         let created = h
@@ -190,5 +193,42 @@ async fn a_membership_change_reaches_every_replica_within_a_second() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The listening connection killed by the database (a failover, an idle-session reaper): the
+/// replica reconnects, and a change made while it was not listening still takes effect, because
+/// it drops every cached answer once it listens again.
+#[tokio::test]
+async fn a_lost_listener_reconnects_and_misses_no_change() {
+    let pg = Postgres::start();
+    migrate(&pg);
+    let mut o = gateway(&pg, ", listen: true");
+    o.server_extra = o
+        .server_extra
+        .replace("timeout: 1s }", "default_ttl: 5m, timeout: 1s }");
+    let h = Harness::with(o).await;
+    pg.execute(&seed_02(&h.issuer.url)).await;
+    // Past the seed's notifications and their second drop one lookup timeout later, so the
+    // admin answer cached next stays cached unless something drops it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let write = h.token("read:projects write:projects");
+    let create = || h.call(http::Method::POST, "/orgs/acme/projects", &write, &[]);
+    assert_eq!(create().await.status, StatusCode::OK, "cached as an admin");
+    pg.execute(
+        // Waits (up to 5 s) until the backend has exited: the update must not reach it.
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+           WHERE query = 'LISTEN scopegate_memberships';
+         UPDATE scopegate_memberships SET roles = '{project-viewer}'
+           WHERE subject = 'alice' AND organization = 'acme';",
+    )
+    .await;
+    let changed = std::time::Instant::now();
+    while create().await.status != StatusCode::FORBIDDEN {
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(5),
+            "the replica kept the revoked role after losing its listener"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
