@@ -287,24 +287,17 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// `db migrate`: the connection string from the server file's `permissions.postgres.url`.
+/// `db migrate`: the database of the server file's `permissions.postgres`, with its TLS
+/// settings; the file must load (`scopegate check` passes).
 async fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let url = yaml["permissions"]["postgres"]["url"]
-        .as_str()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: no `permissions.postgres.url`; the schema is for the postgres backend",
-                config.display()
-            )
-        })?;
-    let pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("permissions.postgres.url: {e}"))?;
-    crate::permissions::postgres::migrate(&pg)
+    let loaded = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let database = loaded.permissions.and_then(|p| p.database).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no `permissions.postgres`; the schema is for the postgres backend",
+            config.display()
+        )
+    })?;
+    crate::permissions::postgres::migrate(&database)
         .await
         .map_err(|e| anyhow::anyhow!("applying the schema: {e}"))
 }

@@ -89,6 +89,8 @@ pub struct LogConfig {
 pub struct PermissionsConfig {
     pub backend: Arc<dyn crate::permissions::Backend>,
     pub cache: crate::permissions::CacheConfig,
+    /// The `postgres` backend's database, for `scopegate db migrate`.
+    pub(crate) database: Option<crate::permissions::postgres::Database>,
 }
 
 /// Listener addresses.

@@ -23,9 +23,14 @@ pub(super) fn permissions(
         raw.timeout.as_deref(),
         defaults::PERMISSIONS_TIMEOUT,
     );
+    let mut database = None;
     let backend: Arc<dyn crate::permissions::Backend> = match (&raw.files, &raw.url, &raw.postgres)
     {
-        (None, None, Some(pg)) => postgres(check, pg, timeout)?,
+        (None, None, Some(pg)) => {
+            let (backend, db) = postgres(check, base, pg, timeout)?;
+            database = Some(db);
+            backend
+        }
         (Some(files), None, None) => {
             let files = files.iter().map(|f| base.join(f)).collect();
             let known = issuers
@@ -115,16 +120,24 @@ pub(super) fn permissions(
         lookup_timeout: timeout,
         budget: miss_budget(check, raw.miss_budget.as_ref()),
     };
-    Some(PermissionsConfig { backend, cache })
+    Some(PermissionsConfig {
+        backend,
+        cache,
+        database,
+    })
 }
 
 /// The `postgres` backend: a parsed connection string, plaintext only where nobody sits on the
 /// path (loopback, a Unix socket) unless the file says otherwise.
 fn postgres(
     check: &mut Check<'_>,
+    base: &Path,
     raw: &raw::Postgres,
     timeout: std::time::Duration,
-) -> Option<Arc<dyn crate::permissions::Backend>> {
+) -> Option<(
+    Arc<dyn crate::permissions::Backend>,
+    crate::permissions::postgres::Database,
+)> {
     use tokio_postgres::config::{Host, SslMode};
     let at = |key: &'static str| {
         [
@@ -145,14 +158,30 @@ fn postgres(
             return None;
         }
     };
-    if config.get_ssl_mode() == SslMode::Require {
-        check.error(
-            &at("url"),
-            "`sslmode=require`: TLS to PostgreSQL is not supported yet",
-            "connect over loopback or a Unix socket (a sidecar such as pgbouncer or cloud-sql-proxy), or set `insecure_plaintext: true` on a network you trust",
-        );
-        return None;
-    }
+    let tls = match &raw.tls {
+        Some(t) => {
+            let path = [Step::Key("permissions"), Step::Key("postgres")];
+            let tls = client_tls(check, base, &path, t)?;
+            if tls.server_name.is_some() {
+                check.error(
+                    &at("tls"),
+                    "`server_name` is not supported towards PostgreSQL",
+                    "write the name the database's certificate carries as the host of `url`",
+                );
+                return None;
+            }
+            Some(tls)
+        }
+        None if config.get_ssl_mode() == SslMode::Require => {
+            check.error(
+                &at("url"),
+                "`sslmode=require` needs a `tls:` block",
+                "add `tls: {}` to trust the public web PKI roots, or `tls: { ca_file: ca.pem, ca_only: true }` for a private CA",
+            );
+            return None;
+        }
+        None => None,
+    };
     let local = |h: &Host| match h {
         Host::Unix(_) => true,
         Host::Tcp(name) => {
@@ -171,11 +200,11 @@ fn postgres(
         );
         return None;
     }
-    if !config.get_hosts().iter().all(local) && !raw.insecure_plaintext {
+    if tls.is_none() && !config.get_hosts().iter().all(local) && !raw.insecure_plaintext {
         check.error(
             &at("url"),
             "a PostgreSQL host that is not loopback would be reached without TLS",
-            "reach it through a local proxy (pgbouncer, cloud-sql-proxy) on 127.0.0.1, or set `insecure_plaintext: true` if the network is trusted; TLS is not supported yet",
+            "add a `tls:` block (`tls: {}` for the public roots, `ca_file:` for a private CA), or set `insecure_plaintext: true` if the network is trusted",
         );
         return None;
     }
@@ -189,11 +218,20 @@ fn postgres(
         .query
         .clone()
         .unwrap_or_else(|| crate::permissions::postgres::DEFAULT_QUERY.to_string());
+    let database = crate::permissions::postgres::Database {
+        config: config.clone(),
+        tls: tls.clone(),
+    };
     let backend = crate::permissions::postgres::PostgresBackend::new(
-        config, pool_size, query, timeout, raw.listen,
+        config,
+        pool_size,
+        query,
+        timeout,
+        raw.listen,
+        tls.as_ref(),
     );
     match backend {
-        Ok(b) => Some(Arc::new(b)),
+        Ok(b) => Some((Arc::new(b), database)),
         Err(e) => {
             check.error(
                 &at("url"),

@@ -189,12 +189,16 @@ pub(crate) struct Postgres {
     /// (`scopegate db schema`).
     #[serde(default)]
     pub(crate) query: Option<String>,
+    /// TLS towards the database (then always required): its CA, client certificate, minimum
+    /// version.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
     /// `LISTEN` for the schema trigger's change notifications and drop the cached answers they
     /// name at once (default false: changes take effect at the cache TTL).
     #[serde(default)]
     pub(crate) listen: bool,
-    /// Allow an unencrypted connection to a host that is not loopback or a Unix socket (TLS to
-    /// PostgreSQL is not supported yet); warned at every load and counted in metrics.
+    /// Allow an unencrypted connection to a host that is not loopback or a Unix socket; warned
+    /// at every load and counted in metrics.
     #[serde(default)]
     pub(crate) insecure_plaintext: bool,
 }

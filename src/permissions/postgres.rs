@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::watch::{Change, Forget};
 use super::{Answer, Backend, BackendError, BoxFuture, Grants, Membership, Query};
@@ -77,6 +79,23 @@ pub(crate) const DEFAULT_QUERY: &str = "SELECT roles, scopes, claims, ttl_second
      FROM scopegate_memberships \
      WHERE issuer = $1 AND subject = $2 AND organization = $3";
 
+/// Where the `postgres` backend connects: what `scopegate db migrate` applies the schema to.
+#[derive(Clone)]
+pub(crate) struct Database {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: Option<crate::fetch::ClientTls>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string may hold a password: never printed.
+        f.debug_struct("Database")
+            .field("hosts", &self.config.get_hosts())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Permissions from a PostgreSQL database.
 pub(crate) struct PostgresBackend {
     pool: Pool,
@@ -84,6 +103,8 @@ pub(crate) struct PostgresBackend {
     timeout: Duration,
     /// Where `listen: true` listens for changes; `None` without it.
     listen: Option<tokio_postgres::Config>,
+    /// TLS (rustls, the `tls:` block's roots and client certificate); `None`: plaintext.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -104,17 +125,23 @@ impl PostgresBackend {
         query: String,
         timeout: Duration,
         listen: bool,
+        tls: Option<&crate::fetch::ClientTls>,
     ) -> Result<Self, String> {
         let mut config = config;
         config.connect_timeout(timeout);
+        let tls = tls.map(|t| {
+            // With a `tls:` block the connection is TLS or nothing: never a silent fallback.
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            MakeRustlsConnect::new((*t.config).clone())
+        });
         let listen = listen.then(|| config.clone());
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config, tls.clone(), recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -128,6 +155,7 @@ impl PostgresBackend {
             query,
             timeout,
             listen,
+            tls,
         })
     }
 
@@ -211,9 +239,14 @@ impl Backend for PostgresBackend {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let tls = self.tls.clone();
         tokio::spawn(async move {
             while forget.alive() {
-                match listen(&config, &forget).await {
+                let listened = match &tls {
+                    Some(tls) => listen(&config, tls.clone(), &forget).await,
+                    None => listen(&config, NoTls, &forget).await,
+                };
+                match listened {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, channel = CHANNEL, "permissions change notifications lost; reconnecting (answers cached meanwhile are dropped when they resume)");
@@ -229,9 +262,13 @@ impl Backend for PostgresBackend {
 /// dropped once `LISTEN` is in place, since changes made before it (or while a previous
 /// connection was down) were never heard. `Ok` when the caches are gone; `Err` when the
 /// connection failed.
-async fn listen(config: &tokio_postgres::Config, forget: &Forget) -> Result<(), String> {
+async fn listen<T>(config: &tokio_postgres::Config, tls: T, forget: &Forget) -> Result<(), String>
+where
+    T: MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + Unpin,
+{
     use tokio_postgres::AsyncMessage;
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut connection) = config.connect(tls).await.map_err(|e| e.to_string())?;
     let statement = format!("LISTEN {CHANNEL}");
     let mut subscribe = std::pin::pin!(client.batch_execute(&statement));
     let mut subscribed = false;
@@ -267,9 +304,26 @@ async fn listen(config: &tokio_postgres::Config, forget: &Forget) -> Result<(), 
     }
 }
 
-/// Applies [`SCHEMA`] over one connection (`scopegate db migrate`).
-pub(crate) async fn migrate(config: &tokio_postgres::Config) -> Result<(), String> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+/// Applies [`SCHEMA`] over one connection (`scopegate db migrate`), with TLS when the server
+/// file's `tls:` block asks for it.
+pub(crate) async fn migrate(database: &Database) -> Result<(), String> {
+    let mut config = database.config.clone();
+    config.connect_timeout(Duration::from_secs(10));
+    match &database.tls {
+        Some(t) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            apply(&config, MakeRustlsConnect::new((*t.config).clone())).await
+        }
+        None => apply(&config, NoTls).await,
+    }
+}
+
+async fn apply<T>(config: &tokio_postgres::Config, tls: T) -> Result<(), String>
+where
+    T: MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await.map_err(|e| e.to_string())?;
     let driver = tokio::spawn(connection);
     let applied = client
         .batch_execute(SCHEMA)

@@ -27,14 +27,35 @@ fn gateway(pg: &Postgres, extra: &str) -> Options {
     o
 }
 
-/// `scopegate db migrate` with a server file naming the database.
+/// `scopegate db migrate` with a whole (minimal) server file naming the database.
 fn migrate(pg: &Postgres) {
+    migrate_with(pg, "");
+}
+
+/// [`migrate`], with `extra` keys in the `postgres:` block (`, tls: {...}`).
+fn migrate_with(pg: &Postgres, extra: &str) {
     let dir = std::env::temp_dir().join(format!("scopegate-migrate-{}", pg.port));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/x.yaml"),
+        "routes:\n  - name: x\n    match: { method: GET, path: \"/orgs/{org}/x\" }\n    upstream: api\n    organization: { from: path, param: org }\n    require: { scopes: [read:x] }\n",
+    )
+    .unwrap();
     let file = dir.join("scopegate.yaml");
     std::fs::write(
         &file,
-        format!("permissions:\n  postgres:\n    url: \"{}\"\n", pg.url()),
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}
+policies: [policies]
+issuers:
+  idp: {{ issuer: \"https://idp.example\", jwks_url: \"https://idp.example/jwks.json\", algorithms: [ES256], audiences: [api] }}
+upstreams:
+  api: {{ url: \"http://127.0.0.1:9\" }}
+signing: {{ issuer: \"https://gw.example\", keys: [ {{ kid: g1, generate: true }} ] }}
+permissions: {{ postgres: {{ url: \"{}\"{extra} }} }}
+",
+            pg.url()
+        ),
     )
     .unwrap();
     let (ok, out, err) = scopegate(&["db", "migrate", "--config", file.to_str().unwrap()]);
@@ -231,4 +252,52 @@ async fn a_lost_listener_reconnects_and_misses_no_change() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A database behind a private CA: reached over TLS with `tls: { ca_file, ca_only: true }` (the
+/// pool's connection shows in `pg_stat_ssl`), refused with the public roots only.
+#[tokio::test]
+async fn a_private_ca_database_is_reached_over_tls_only() {
+    let ca = crate::util::pki::Ca::new();
+    let pg = Postgres::start_tls(&ca.issue(&["127.0.0.1"]));
+    let dir = crate::util::pki::folder("postgres");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let private = format!(
+        ", tls: {{ ca_file: \"{}\", ca_only: true }}",
+        ca_file.display()
+    );
+    migrate_with(&pg, &private);
+    let h = Harness::with(gateway(&pg, &private)).await;
+    pg.execute(&seed_02(&h.issuer.url)).await;
+    let token = h.token("read:projects");
+    let a = h.get("/orgs/acme/projects", &token).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let encrypted: Vec<bool> = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+               WHERE a.query LIKE 'SELECT roles, scopes%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(encrypted, vec![true], "the pool's connection is TLS");
+
+    let public_roots = Harness::with(gateway(&pg, ", tls: {}")).await;
+    let refused = public_roots
+        .get("/orgs/acme/projects", &public_roots.token("read:projects"))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "an untrusted certificate"
+    );
+    assert_eq!(refused.code(), "permissions_unavailable");
 }

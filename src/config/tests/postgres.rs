@@ -45,6 +45,18 @@ fn a_remote_database_without_tls_needs_the_explicit_flag() {
     ));
     let config = load(&allowed, &[("policy.yaml", POLICY)]).unwrap();
     assert_eq!(config.insecure_http, vec!["permissions".to_string()]);
+    let tls = with(&format!("{{ url: \"{remote}\", tls: {{}} }}"));
+    let config = load(&tls, &[("policy.yaml", POLICY)]).unwrap();
+    assert!(config.insecure_http.is_empty(), "TLS is not plaintext");
+}
+
+#[test]
+fn a_server_name_override_is_refused_towards_postgres() {
+    let e = one_error(
+        &with("{ url: \"postgresql://db.example.com/p\", tls: { server_name: db.internal } }"),
+        &[("policy.yaml", POLICY)],
+    );
+    assert_error(&e, "scopegate.yaml", 12, "`server_name` is not supported");
 }
 
 #[test]
@@ -52,7 +64,7 @@ fn sslmode_require_and_bad_strings_are_refused_at_their_line() {
     for (url, text) in [
         (
             "postgresql://scopegate@127.0.0.1/p?sslmode=require",
-            "TLS to PostgreSQL is not supported yet",
+            "`sslmode=require` needs a `tls:` block",
         ),
         (
             "postgresql://scopegate@127.0.0.1:notaport/p",

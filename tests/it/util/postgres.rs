@@ -11,6 +11,8 @@ pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// Server options besides the port and socket folder (TLS).
+    options: String,
 }
 
 /// The folder of `initdb` and `pg_ctl`: Debian keeps them under /usr/lib/postgresql/<v>/bin.
@@ -56,6 +58,16 @@ fn run(program: &Path, args: &[&str]) {
 impl Postgres {
     /// A new empty server (superuser `scopegate`, trust authentication on loopback).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// [`start`](Self::start), also accepting TLS with `leaf` (plaintext stays possible: the
+    /// client decides).
+    pub fn start_tls(leaf: &crate::util::pki::Issued) -> Self {
+        Self::start_with(Some(leaf))
+    }
+
+    fn start_with(leaf: Option<&crate::util::pki::Issued>) -> Self {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "scopegate-pg-{}-{}",
@@ -86,17 +98,44 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        let mut options = String::new();
+        if let Some(leaf) = leaf {
+            // PostgreSQL wants its key readable by its own user only.
+            let (cert, key) = leaf.write(&dir, "server");
+            for file in [&cert, &key] {
+                if root() {
+                    let status = Command::new("chown")
+                        .args(["postgres:", file.to_str().unwrap()])
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                }
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            );
+        }
         let port = crate::util::closed_port().port();
-        let pg = Self { dir, bin, port };
+        let pg = Self {
+            dir,
+            bin,
+            port,
+            options,
+        };
         pg.pg_ctl_start();
         pg
     }
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let data = self.dir.join("data");
         let log = self.dir.join("log");
