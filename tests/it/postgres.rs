@@ -19,7 +19,7 @@ fn seed_02(issuer: &str) -> String {
 }
 
 fn gateway(pg: &Postgres, extra: &str) -> Options {
-    let mut o = scenario(&["organizations.yaml"]);
+    let mut o = scenario(&["organizations.yaml", "countries.yaml"]);
     o.server_extra = format!(
         "permissions: {{ postgres: {{ url: \"{}\", pool_size: 4{extra} }}, timeout: 1s }}",
         pg.url()
@@ -300,4 +300,46 @@ async fn a_private_ca_database_is_reached_over_tls_only() {
         "an untrusted certificate"
     );
     assert_eq!(refused.code(), "permissions_unavailable");
+}
+
+/// Seed 03 with its resource claims in a `jsonb` column: the route condition reads them and
+/// the minted token carries the one claim the route forwards.
+#[tokio::test]
+async fn seed_03_resource_claims_come_from_the_database() {
+    let pg = Postgres::start();
+    migrate(&pg);
+    let h = Harness::with(gateway(&pg, "")).await;
+    pg.execute(&format!(
+        "INSERT INTO scopegate_organizations (name) VALUES ('eu-logistics');
+         INSERT INTO scopegate_memberships (issuer, subject, organization, roles, claims) VALUES
+           ('{}', 'alice', 'eu-logistics', '{{shipper}}',
+            '{{\"allowed_countries\": [\"nl\", \"de\", \"be\"], \"cost_centers\": [\"cc-1\"]}}');",
+        h.issuer.url
+    ))
+    .await;
+    let token = h.token("read:shipments");
+    let org = [("x-organization", "eu-logistics")];
+    let nl = h
+        .call(http::Method::GET, "/countries/nl/shipments", &token, &org)
+        .await;
+    assert_eq!(nl.status, StatusCode::OK, "{}", nl.text());
+    let minted = nl.json()["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    let claims = jwt_claims(&minted);
+    assert_eq!(
+        claims["allowed_countries"],
+        serde_json::json!(["nl", "de", "be"])
+    );
+    assert!(
+        claims.get("cost_centers").is_none(),
+        "only the forwarded claim"
+    );
+    let fr = h
+        .call(http::Method::GET, "/countries/fr/shipments", &token, &org)
+        .await;
+    assert_eq!(fr.status, StatusCode::FORBIDDEN);
+    assert_eq!(fr.code(), "condition_failed");
 }
