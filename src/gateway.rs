@@ -148,9 +148,15 @@ impl Gateway {
             config.limits.body_read_timeout,
             metrics.clone(),
         );
-        let permissions = config
-            .permissions
-            .map(|p| Arc::new(Permissions::new(p.backend, p.cache, metrics.clone())));
+        let known_roles = config.roles.keys().cloned().collect();
+        let permissions = config.permissions.map(|p| {
+            Arc::new(Permissions::new(
+                p.backend,
+                p.cache,
+                known_roles,
+                metrics.clone(),
+            ))
+        });
         let own_paths = OwnPaths {
             jwks: config.signing.jwks_path(),
             discovery: config.signing.discovery_path(),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub permissions_backend_duration: Histogram,
     /// Permissions backend failures.
     pub permissions_backend_errors: IntCounter,
+    /// Role names a backend granted that no policy defines (each grants nothing).
+    pub permissions_unknown_roles: IntCounter,
     /// Tokens signed for upstreams.
     pub tokens_minted: IntCounter,
     /// Minted tokens reused from the cache.
@@ -144,6 +146,13 @@ impl Metrics {
                 IntCounter::new(
                     "scopegate_permissions_backend_errors_total",
                     "Permissions backend failures.",
+                ),
+            ),
+            permissions_unknown_roles: register(
+                &r,
+                IntCounter::new(
+                    "scopegate_permissions_unknown_roles_total",
+                    "Role names a permissions backend granted that no policy defines (they grant nothing).",
                 ),
             ),
             tokens_minted: register(

@@ -146,6 +146,8 @@ pub struct Permissions {
     backend: Arc<dyn Backend>,
     config: CacheConfig,
     caches: Arc<watch::Caches>,
+    /// The role names the policies define.
+    known_roles: std::collections::HashSet<String>,
     budget: budget::MissBudget,
     metrics: Metrics,
 }
@@ -179,7 +181,12 @@ impl Source {
 }
 
 impl Permissions {
-    pub fn new(backend: Arc<dyn Backend>, config: CacheConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        config: CacheConfig,
+        known_roles: std::collections::HashSet<String>,
+        metrics: Metrics,
+    ) -> Self {
         // Invalidation closures cost a check on every hit while one is pending: only for a
         // backend that reports changes.
         let watching = backend.watches();
@@ -210,7 +217,21 @@ impl Permissions {
             budget: budget::MissBudget::new(config.budget),
             config,
             caches,
+            known_roles,
             metrics,
+        }
+    }
+
+    /// Warns about each granted role no policy defines, once per backend answer (a typo in the
+    /// data grants nothing and would otherwise show only as a puzzling 403).
+    fn report_unknown_roles(&self, query: &Query, grants: &Grants) {
+        for role in grants
+            .roles
+            .iter()
+            .filter(|r| !self.known_roles.contains(*r))
+        {
+            self.metrics.permissions_unknown_roles.inc();
+            tracing::warn!(%role, organization = %query.organization, subject = %query.subject, "the permissions backend granted a role no policy defines; it grants nothing");
         }
     }
 
@@ -241,6 +262,9 @@ impl Permissions {
                     .permissions_backend_duration
                     .observe(started.elapsed().as_secs_f64());
                 let answer = answer?;
+                if let Membership::Member(grants) = &answer.membership {
+                    self.report_unknown_roles(query, grants);
+                }
                 let ttl = match answer.membership {
                     Membership::NotMember => self.config.negative_ttl,
                     Membership::Member(_) => answer

@@ -343,3 +343,35 @@ async fn seed_03_resource_claims_come_from_the_database() {
     assert_eq!(fr.status, StatusCode::FORBIDDEN);
     assert_eq!(fr.code(), "condition_failed");
 }
+
+/// A role name no policy defines (a typo in the data) grants nothing, and says so: a warning
+/// and a count per backend answer, not per request.
+#[tokio::test]
+async fn an_unknown_role_in_a_row_grants_nothing_and_is_counted() {
+    let (pg, h) = seeded().await;
+    pg.execute(&format!(
+        "INSERT INTO scopegate_organizations (name) VALUES ('initech');
+         INSERT INTO scopegate_memberships (issuer, subject, organization, roles) VALUES
+           ('{}', 'alice', 'initech', '{{project-viewer, projct-admin}}');",
+        h.issuer.url
+    ))
+    .await;
+    let token = h.token("read:projects write:projects");
+    for _ in 0..3 {
+        let read = h.get("/orgs/initech/projects", &token).await;
+        assert_eq!(read.status, StatusCode::OK, "the known role still counts");
+    }
+    let create = h
+        .call(http::Method::POST, "/orgs/initech/projects", &token, &[])
+        .await;
+    assert_eq!(
+        create.code(),
+        "insufficient_scope",
+        "the typo grants nothing"
+    );
+    let metrics = h.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("scopegate_permissions_unknown_roles_total 1"),
+        "{metrics}"
+    );
+}
