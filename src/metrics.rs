@@ -32,6 +32,8 @@ pub struct Metrics {
     pub permissions_backend_errors: IntCounter,
     /// Role names a backend granted that no policy defines (each grants nothing).
     pub permissions_unknown_roles: IntCounter,
+    /// 1 while a backend's change listener (`postgres.listen`) is listening, else 0.
+    pub permissions_listening: IntGauge,
     /// Tokens signed for upstreams.
     pub tokens_minted: IntCounter,
     /// Minted tokens reused from the cache.
@@ -153,6 +155,13 @@ impl Metrics {
                 IntCounter::new(
                     "scopegate_permissions_unknown_roles_total",
                     "Role names a permissions backend granted that no policy defines (they grant nothing).",
+                ),
+            ),
+            permissions_listening: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_permissions_change_listener_up",
+                    "1 while the permissions backend's change listener is connected and listening (postgres listen: true); while 0, cached answers may be as old as the cache TTL.",
                 ),
             ),
             tokens_minted: register(

@@ -210,7 +210,11 @@ impl Permissions {
         };
         let caches = Arc::new(watch::Caches::new(fresh.build(), stale));
         if watching {
-            backend.watch(watch::Forget::new(&caches, config.lookup_timeout));
+            backend.watch(watch::Forget::new(
+                &caches,
+                config.lookup_timeout,
+                metrics.permissions_listening.clone(),
+            ));
         }
         Self {
             backend,

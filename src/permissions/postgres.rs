@@ -247,8 +247,10 @@ impl Backend for PostgresBackend {
                     None => listen(&config, NoTls, &forget).await,
                 };
                 match listened {
+                    // The caches are gone: the gateway that replaced them owns the gauge now.
                     Ok(()) => return,
                     Err(e) => {
+                        forget.listening(false);
                         tracing::warn!(error = %e, channel = CHANNEL, "permissions change notifications lost; reconnecting (answers cached meanwhile are dropped when they resume)");
                     }
                 }
@@ -278,6 +280,7 @@ where
             done = &mut subscribe, if !subscribed => {
                 done.map_err(|e| e.to_string())?;
                 subscribed = true;
+                forget.listening(true);
                 tracing::info!(channel = CHANNEL, "listening for permissions changes");
                 if !forget.forget(Change::default()) {
                     return Ok(());

@@ -96,6 +96,8 @@ impl Caches {
 #[derive(Debug, Clone)]
 pub struct Forget {
     caches: Weak<Caches>,
+    /// `scopegate_permissions_change_listener_up`.
+    listening: prometheus::IntGauge,
     /// A lookup in flight when the change committed may store the old answer after the first
     /// drop; a second drop once every such lookup has timed out catches it.
     again_after: Duration,
@@ -108,11 +110,21 @@ impl std::fmt::Debug for Caches {
 }
 
 impl Forget {
-    pub(crate) fn new(caches: &Arc<Caches>, again_after: Duration) -> Self {
+    pub(crate) fn new(
+        caches: &Arc<Caches>,
+        again_after: Duration,
+        listening: prometheus::IntGauge,
+    ) -> Self {
         Self {
             caches: Arc::downgrade(caches),
+            listening,
             again_after,
         }
+    }
+
+    /// Records whether the backend is listening for changes now.
+    pub(crate) fn listening(&self, up: bool) {
+        self.listening.set(i64::from(up));
     }
 
     /// Drops the answers `change` names, now and again after the lookup timeout; `false` once
@@ -190,7 +202,11 @@ mod tests {
             .support_invalidation_closures()
             .build();
         let caches = Arc::new(Caches::new(fresh, None));
-        let forget = Forget::new(&caches, Duration::from_secs(60));
+        let forget = Forget::new(
+            &caches,
+            Duration::from_secs(60),
+            prometheus::IntGauge::new("listening", "test").unwrap(),
+        );
         let (alice, bob) = (q("i", "alice", "acme"), q("i", "bob", "globex"));
         caches.fresh.insert(alice.clone(), entry()).await;
         caches.fresh.insert(bob.clone(), entry()).await;

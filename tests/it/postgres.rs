@@ -252,6 +252,11 @@ async fn a_lost_listener_reconnects_and_misses_no_change() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let metrics = h.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("scopegate_permissions_change_listener_up 1"),
+        "listening again: {metrics}"
+    );
 }
 
 /// A database behind a private CA: reached over TLS with `tls: { ca_file, ca_only: true }` (the
