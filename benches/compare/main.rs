@@ -18,6 +18,7 @@ mod floor;
 mod load;
 mod rows;
 mod servers;
+mod settings;
 mod tokens;
 
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match rows::Settings::from_env().and_then(rows::run) {
+    match settings::Settings::from_env().and_then(rows::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\ncompare bench aborted: {e}");
