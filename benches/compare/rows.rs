@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Load, format_latency, on_path};
 use crate::load::{self, Distinct};
-use crate::servers::{self, Cpu, Gateway, Running};
+use crate::servers::{self, Cpu, Gateway, Orgs, Running};
 use crate::settings::Settings;
 use crate::tokens::{self, Keys, TokenFile};
 
@@ -29,6 +29,7 @@ enum Kind {
     ScopeDistinct,
     OrgDistinct,
     ColdOrg,
+    ColdOrgPostgres,
     Routes10,
     Routes10k,
     Issuers1,
@@ -38,7 +39,7 @@ enum Kind {
     Memory,
 }
 
-const KINDS: [Kind; 17] = [
+const KINDS: [Kind; 18] = [
     Kind::Direct,
     Kind::Nginx,
     Kind::Floor,
@@ -49,6 +50,7 @@ const KINDS: [Kind; 17] = [
     Kind::ScopeDistinct,
     Kind::OrgDistinct,
     Kind::ColdOrg,
+    Kind::ColdOrgPostgres,
     Kind::Routes10,
     Kind::Routes10k,
     Kind::Issuers1,
@@ -71,6 +73,7 @@ impl Kind {
             Kind::ScopeDistinct => "scopegate scope distinct tokens",
             Kind::OrgDistinct => "scopegate org distinct tokens",
             Kind::ColdOrg => "scopegate cold org",
+            Kind::ColdOrgPostgres => "scopegate cold org postgres",
             Kind::Routes10 => "growth 10 routes",
             Kind::Routes10k => "growth 10000 routes",
             Kind::Issuers1 => "growth 1 issuer distinct tokens",
@@ -94,6 +97,7 @@ impl Kind {
             | Kind::RateNginx => Some(Kind::Nginx),
             Kind::ScopeDistinct | Kind::OrgDistinct => Some(Kind::HaproxyDistinct),
             Kind::ColdOrg => Some(Kind::OrgWarm),
+            Kind::ColdOrgPostgres => Some(Kind::ColdOrg),
             Kind::Routes10k => Some(Kind::Routes10),
             Kind::Issuers100 => Some(Kind::Issuers1),
             Kind::RateOrgWarm => Some(Kind::RateNginx),
@@ -418,11 +422,18 @@ impl Bench {
                     self.distinct(base, path, &Distinct::Tokens(file), server)
                 })
             }
-            Kind::ColdOrg => {
+            Kind::ColdOrg | Kind::ColdOrgPostgres => {
                 let count = self.settings.orgs;
-                let file = servers::cold_orgs(&tokens::data_dir(), count)?;
+                // The database is kept until the row ends: it stops when it drops.
+                let (orgs, _database) = if kind == Kind::ColdOrg {
+                    let file = servers::cold_orgs(&tokens::data_dir(), count)?;
+                    (Orgs::File(file), None)
+                } else {
+                    let pg = crate::database::cold_orgs(tokens::ISSUER, count)?;
+                    (Orgs::Postgres(pg.url()), Some(pg))
+                };
                 let gateway = Gateway {
-                    orgs: Some((file, count)),
+                    orgs: Some((orgs, count)),
                     ..plain
                 };
                 let values = Distinct::Orgs { token, count };

@@ -320,8 +320,17 @@ pub(crate) struct Gateway {
     /// The ES256 issuer of the memory row.
     pub(crate) memory_issuer: bool,
     pub(crate) token_cache_entries: Option<usize>,
-    /// A permissions file with many organizations (the cold org row): its path and size.
-    pub(crate) orgs: Option<(PathBuf, usize)>,
+    /// Many organizations (the cold org rows) and how many.
+    pub(crate) orgs: Option<(Orgs, usize)>,
+}
+
+/// Where the cold org rows' organizations are.
+#[derive(Debug, Clone)]
+pub(crate) enum Orgs {
+    /// A permissions data file.
+    File(PathBuf),
+    /// A PostgreSQL database (its URL), read by the `postgres` backend.
+    Postgres(String),
 }
 
 impl Gateway {
@@ -363,12 +372,15 @@ impl Gateway {
             issuer(&mut y, "memory", MEMORY_ISSUER, "ES256");
         }
         match &self.orgs {
-            Some((file, count)) => {
+            Some((orgs, count)) => {
+                let source = match orgs {
+                    Orgs::File(file) => format!("files: [{}]", file.display()),
+                    Orgs::Postgres(url) => format!("postgres: {{ url: \"{url}\", pool_size: 16 }}"),
+                };
                 let _ = write!(
                     y,
-                    "permissions:\n  files: [{}]\n  cache_entries: {count}\n  \
+                    "permissions:\n  {source}\n  cache_entries: {count}\n  \
                      miss_budget: {{ per_second: 100000, burst: 1000000, concurrency: 1024 }}\n",
-                    file.display()
                 );
             }
             None => {

@@ -264,7 +264,8 @@ async fn a_lost_listener_reconnects_and_misses_no_change() {
 #[tokio::test]
 async fn a_private_ca_database_is_reached_over_tls_only() {
     let ca = crate::util::pki::Ca::new();
-    let pg = Postgres::start_tls(&ca.issue(&["127.0.0.1"]));
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let pg = Postgres::start_tls((&leaf.cert.pem(), &leaf.key.serialize_pem()));
     let dir = crate::util::pki::folder("postgres");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();

@@ -1,6 +1,8 @@
 //! A real PostgreSQL server per test: `initdb` into a temporary folder, `pg_ctl start` on a free
 //! loopback port (run as the `postgres` user when the tests run as root: PostgreSQL refuses
-//! root), stopped and removed on drop. `scripts/test` installs Debian's `postgresql`.
+//! root), stopped and removed on drop. `scripts/test` installs Debian's `postgresql`. The
+//! comparison bench includes this file too (its cold org row on PostgreSQL), so it depends on
+//! nothing else of the test crate.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,13 +63,14 @@ impl Postgres {
         Self::start_with(None)
     }
 
-    /// [`start`](Self::start), also accepting TLS with `leaf` (plaintext stays possible: the
-    /// client decides).
-    pub fn start_tls(leaf: &crate::util::pki::Issued) -> Self {
+    /// [`start`](Self::start), also accepting TLS with the PEM certificate and key of `leaf`
+    /// (plaintext stays possible: the client decides).
+    #[allow(dead_code, reason = "the bench includes this file and starts no TLS server")]
+    pub fn start_tls(leaf: (&str, &str)) -> Self {
         Self::start_with(Some(leaf))
     }
 
-    fn start_with(leaf: Option<&crate::util::pki::Issued>) -> Self {
+    fn start_with(leaf: Option<(&str, &str)>) -> Self {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "scopegate-pg-{}-{}",
@@ -99,9 +102,11 @@ impl Postgres {
             ],
         );
         let mut options = String::new();
-        if let Some(leaf) = leaf {
+        if let Some((cert_pem, key_pem)) = leaf {
             // PostgreSQL wants its key readable by its own user only.
-            let (cert, key) = leaf.write(&dir, "server");
+            let (cert, key) = (dir.join("server.pem"), dir.join("server-key.pem"));
+            std::fs::write(&cert, cert_pem).unwrap();
+            std::fs::write(&key, key_pem).unwrap();
             for file in [&cert, &key] {
                 if root() {
                     let status = Command::new("chown")
@@ -119,7 +124,7 @@ impl Postgres {
                 key.display()
             );
         }
-        let port = crate::util::closed_port().port();
+        let port = free_port();
         let pg = Self {
             dir,
             bin,
@@ -155,6 +160,7 @@ impl Postgres {
     }
 
     /// Stops the server (fast: open connections are closed).
+    #[allow(dead_code, reason = "the bench includes this file and never stops a server")]
     pub fn stop(&self) {
         let data = self.dir.join("data");
         run(
@@ -164,6 +170,7 @@ impl Postgres {
     }
 
     /// Starts it again after [`stop`](Self::stop), on the same port.
+    #[allow(dead_code, reason = "the bench includes this file and never stops a server")]
     pub fn restart(&self) {
         self.pg_ctl_start();
     }
@@ -202,6 +209,14 @@ impl Drop for Postgres {
         };
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A loopback port nothing listens on (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
 }
 
 fn rand_suffix() -> u64 {
