@@ -18,7 +18,10 @@ mod database;
 mod floor;
 mod load;
 #[path = "../../tests/it/util/postgres.rs"]
-#[allow(unreachable_pub, reason = "the end-to-end tests' helper, written for their crate")]
+#[allow(
+    unreachable_pub,
+    reason = "the end-to-end tests' helper, written for their crate"
+)]
 mod postgres;
 mod rows;
 mod servers;

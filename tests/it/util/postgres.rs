@@ -65,7 +65,10 @@ impl Postgres {
 
     /// [`start`](Self::start), also accepting TLS with the PEM certificate and key of `leaf`
     /// (plaintext stays possible: the client decides).
-    #[allow(dead_code, reason = "the bench includes this file and starts no TLS server")]
+    #[allow(
+        dead_code,
+        reason = "the bench includes this file and starts no TLS server"
+    )]
     pub fn start_tls(leaf: (&str, &str)) -> Self {
         Self::start_with(Some(leaf))
     }
@@ -160,7 +163,10 @@ impl Postgres {
     }
 
     /// Stops the server (fast: open connections are closed).
-    #[allow(dead_code, reason = "the bench includes this file and never stops a server")]
+    #[allow(
+        dead_code,
+        reason = "the bench includes this file and never stops a server"
+    )]
     pub fn stop(&self) {
         let data = self.dir.join("data");
         run(
@@ -170,7 +176,10 @@ impl Postgres {
     }
 
     /// Starts it again after [`stop`](Self::stop), on the same port.
-    #[allow(dead_code, reason = "the bench includes this file and never stops a server")]
+    #[allow(
+        dead_code,
+        reason = "the bench includes this file and never stops a server"
+    )]
     pub fn restart(&self) {
         self.pg_ctl_start();
     }
