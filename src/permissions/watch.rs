@@ -47,6 +47,12 @@ pub(crate) struct Caches {
     all_later: AtomicBool,
 }
 
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
 impl Caches {
     pub(crate) fn new(
         fresh: moka::future::Cache<Query, Arc<Entry>>,
@@ -101,12 +107,6 @@ pub struct Forget {
     /// A lookup in flight when the change committed may store the old answer after the first
     /// drop; a second drop once every such lookup has timed out catches it.
     again_after: Duration,
-}
-
-impl std::fmt::Debug for Caches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caches").finish_non_exhaustive()
-    }
 }
 
 impl Forget {
