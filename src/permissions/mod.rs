@@ -358,10 +358,7 @@ impl Permissions {
                     let Some(p) = this.upgrade() else { return };
                     match p.backend.reload() {
                         Ok(true) => {
-                            p.caches.fresh.invalidate_all();
-                            if let Some(s) = &p.caches.stale {
-                                s.invalidate_all();
-                            }
+                            p.caches.drop_all();
                             tracing::info!("permissions data reloaded");
                         }
                         Ok(false) => {}

@@ -22,6 +22,11 @@ pub(crate) struct Change {
 }
 
 impl Change {
+    /// `{}`: every answer.
+    fn is_everything(&self) -> bool {
+        self.issuer.is_none() && self.subject.is_none() && self.organization.is_none()
+    }
+
     fn matches(&self, q: &Query) -> bool {
         let field = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         field(&self.issuer, &q.issuer)
@@ -78,7 +83,8 @@ impl Caches {
         window.1 <= TARGETED_PER_SECOND
     }
 
-    fn drop_all(&self) {
+    /// Drops every answer (a reported change of everything, a reloaded data file).
+    pub(crate) fn drop_all(&self) {
         self.fresh.invalidate_all();
         if let Some(stale) = &self.stale {
             stale.invalidate_all();
@@ -134,9 +140,7 @@ impl Forget {
             return false;
         };
         let (later, after) = (self.caches.clone(), self.again_after);
-        let everything =
-            change.issuer.is_none() && change.subject.is_none() && change.organization.is_none();
-        if everything || !caches.within_budget() {
+        if change.is_everything() || !caches.within_budget() {
             caches.drop_all();
             // One delayed drop of everything covers every change until it runs.
             if !caches.all_later.swap(true, Ordering::AcqRel) {

@@ -5,7 +5,7 @@
 use http::StatusCode;
 
 use crate::util::postgres::Postgres;
-use crate::util::{Harness, Options, jwt_claims, scenario, scopegate};
+use crate::util::{Harness, Options, scenario, scopegate};
 
 /// Seed 02's data (policies/data/organizations.yaml) as rows, for callers of `issuer`.
 fn seed_02(issuer: &str) -> String {
@@ -82,13 +82,8 @@ async fn seed_02_grants_come_from_the_database() {
 
     let a = h.get("/orgs/acme/projects", &all).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let minted = a.json()["headers"]["authorization"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Bearer ")
-        .to_string();
     assert_eq!(
-        jwt_claims(&minted)["scope"],
+        a.minted_claims()["scope"],
         "delete:projects read:projects write:projects",
         "the admin role's scopes, from the row"
     );
@@ -329,12 +324,7 @@ async fn seed_03_resource_claims_come_from_the_database() {
         .call(http::Method::GET, "/countries/nl/shipments", &token, &org)
         .await;
     assert_eq!(nl.status, StatusCode::OK, "{}", nl.text());
-    let minted = nl.json()["headers"]["authorization"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Bearer ")
-        .to_string();
-    let claims = jwt_claims(&minted);
+    let claims = nl.minted_claims();
     assert_eq!(
         claims["allowed_countries"],
         serde_json::json!(["nl", "de", "be"])

@@ -386,6 +386,16 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The claims of the token the echo upstream received in `Authorization` (the minted one).
+    pub fn minted_claims(&self) -> Value {
+        let authorization = self.json()["headers"]["authorization"].clone();
+        let token = authorization
+            .as_str()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or_else(|| panic!("no bearer token reached the upstream: {authorization}"));
+        jwt_claims(token)
+    }
+
     /// The body as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()

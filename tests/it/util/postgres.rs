@@ -29,11 +29,15 @@ fn bin_dir() -> PathBuf {
     })
 }
 
+/// Whether the tests run as root (asked once).
 fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    })
 }
 
 /// `program args`, as the `postgres` user when we are root; panics with its output on failure.
