@@ -62,6 +62,11 @@ impl AuthFailures {
         }
     }
 
+    /// Failures per address per minute.
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// Whether `peer` has used up its failures for this minute.
     pub(crate) fn blocked(&self, peer: std::net::IpAddr) -> bool {
         self.seen
@@ -107,6 +112,8 @@ pub(crate) struct Rule {
     pub bind: Option<Bind>,
     /// With `bind`: the methods the issued token may be used with.
     pub bind_methods: Option<Vec<String>>,
+    /// How many times the issued token may be presented at the gateway (counted in Redis).
+    pub uses: Option<u32>,
 }
 
 /// A compiled binding template.
@@ -157,7 +164,7 @@ impl Form {
     }
 
     /// The one value of `name`; a parameter given twice is an error (RFC 6749 section 3.2).
-    fn one(&self, name: &str) -> Result<Option<&str>, ExchangeError> {
+    pub(crate) fn one(&self, name: &str) -> Result<Option<&str>, ExchangeError> {
         let mut values = self
             .fields
             .iter()
@@ -388,6 +395,9 @@ impl ExchangeConfig {
         };
         if let Some(ms) = methods {
             claims.insert("bound_methods".into(), ms);
+        }
+        if let Some(n) = rule.uses {
+            claims.insert(crate::token::USES_CLAIM.into(), Value::from(n));
         }
         Ok(Granted {
             rule: &rule.name,

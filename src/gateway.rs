@@ -38,6 +38,8 @@ mod folding;
 mod forward_auth;
 mod locate;
 mod outcome;
+mod revoke;
+mod shared;
 mod token_endpoint;
 
 /// The body of every answer: the upstream's, streamed, or one scopegate wrote.
@@ -86,8 +88,11 @@ pub struct Gateway {
     minter: Minter,
     upstreams: Upstreams,
     exchange: Option<Arc<ExchangeConfig>>,
-    /// Failed token-endpoint client authentications per address.
+    /// Failed token-endpoint client authentications per address (this replica's count; Redis
+    /// holds the shared one when configured).
     auth_failures: crate::exchange::AuthFailures,
+    /// Shared state (Redis): revocations, limited-use tokens, shared limits.
+    store: Option<Arc<crate::store::Store>>,
     forward_auth: ForwardAuthConfig,
     requests: Arc<RequestRules>,
     /// The server file's CORS policy, for answers no route was matched for.
@@ -108,6 +113,7 @@ struct OwnPaths {
     jwks: String,
     discovery: String,
     token: String,
+    revoke: String,
 }
 
 impl Gateway {
@@ -148,12 +154,20 @@ impl Gateway {
             config.limits.body_read_timeout,
             metrics.clone(),
         );
+        // A revocation holds until every token it can name has expired.
+        let revocation_ttl = (config.issuers.iter().chain([&config.own_issuer]))
+            .map(|i| i.max_token_age)
+            .max()
+            .unwrap_or_default();
+        let store =
+            (config.state).map(|s| crate::store::Store::new(s, revocation_ttl, metrics.clone()));
         let known_roles = config.roles.keys().cloned().collect();
         let permissions = config.permissions.map(|p| {
             Arc::new(Permissions::new(
                 p.backend,
                 p.cache,
                 known_roles,
+                store.clone(),
                 metrics.clone(),
             ))
         });
@@ -161,6 +175,7 @@ impl Gateway {
             jwks: config.signing.jwks_path(),
             discovery: config.signing.discovery_path(),
             token: config.signing.token_path(),
+            revoke: config.signing.revoke_path(),
         };
         let minter = Minter::new(
             config.signing,
@@ -184,6 +199,7 @@ impl Gateway {
                     }),
             ),
             exchange: config.exchange,
+            store,
             forward_auth: config.forward_auth,
             requests: Arc::new(config.requests),
             cors: config.cors,
@@ -192,6 +208,11 @@ impl Gateway {
             own_paths,
             clock: config.clock,
         }
+    }
+
+    /// Shared state, when configured.
+    pub(crate) fn store(&self) -> Option<&Arc<crate::store::Store>> {
+        self.store.as_ref()
     }
 
     /// Whether every issuer's keys are loaded.
@@ -269,15 +290,20 @@ impl Gateway {
             return json_document(&signing.jwks());
         }
         if read && path == self.own_paths.discovery {
-            return json_document(&signing.discovery(self.exchange.is_some()));
+            let revocation = self.exchange.is_some() && self.store.is_some();
+            return json_document(&signing.discovery(self.exchange.is_some(), revocation));
         }
-        if let Some(exchange) = &self.exchange
-            && path == self.own_paths.token
-        {
-            return self
-                .token_endpoint(exchange, request, peer)
-                .await
-                .map(|b| Either::Right(Full::new(b)));
+        if let Some(exchange) = &self.exchange {
+            if path == self.own_paths.token {
+                let answer = self.token_endpoint(exchange, request, peer).await;
+                return answer.map(|b| Either::Right(Full::new(b)));
+            }
+            if let Some(store) = &self.store
+                && path == self.own_paths.revoke
+            {
+                let answer = self.revoke_endpoint(exchange, store, request, peer).await;
+                return answer.map(|b| Either::Right(Full::new(b)));
+            }
         }
         self.proxy(request, peer, scheme).await
     }
@@ -480,6 +506,12 @@ impl Gateway {
             )?),
         };
         audit.organization.clone_from(&organization);
+        // A simulated caller (`explain`, policy tests) has no token to look up.
+        if let Some(p) = principal.as_deref()
+            && overrides.principal.is_none()
+        {
+            self.admit(p, organization.as_deref()).await?;
+        }
 
         let membership = match (&organization, &principal, &self.permissions) {
             (Some(_), Some(_), _) if overrides.membership.is_some() => {
@@ -520,6 +552,11 @@ impl Gateway {
             }
         };
         audit.effective = Some(std::mem::take(&mut allowed.effective));
+        if let Some(p) = principal.as_deref()
+            && overrides.principal.is_none()
+        {
+            self.spend(p).await?;
+        }
         let minted = match &principal {
             None => None,
             Some(p) => Some(self.minter.mint(&MintRequest {

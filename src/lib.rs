@@ -40,6 +40,7 @@ pub(crate) mod route;
 pub mod serve;
 pub(crate) mod signing;
 pub(crate) mod state;
+pub(crate) mod store;
 pub(crate) mod supervise;
 pub mod token;
 pub mod verify;

@@ -34,6 +34,17 @@ pub struct Metrics {
     pub permissions_unknown_roles: IntCounter,
     /// 1 while a backend's change listener (`postgres.listen`) is listening, else 0.
     pub permissions_listening: IntGauge,
+    /// 1 while shared state (Redis) answered its last command, else 0.
+    pub state_up: IntGauge,
+    /// 1 while the revocation channel is subscribed and this replica's revocations are synced.
+    pub state_listening: IntGauge,
+    /// Shared-state commands that failed, by feature (`revocation`, `uses`, `limit`,
+    /// `revocation_channel`; `revocation_allowed` counts IdP tokens let through unchecked).
+    pub state_failures: IntCounterVec,
+    /// Revocations this replica recorded (token endpoint and admin API).
+    pub revocations: IntCounter,
+    /// Revocations this replica knows (each until the last token it names expires).
+    pub revocations_known: IntGauge,
     /// Tokens signed for upstreams.
     pub tokens_minted: IntCounter,
     /// Minted tokens reused from the cache.
@@ -162,6 +173,44 @@ impl Metrics {
                 IntGauge::new(
                     "scopegate_permissions_change_listener_up",
                     "1 while the permissions backend's change listener is connected and listening (postgres listen: true); while 0, cached answers may be as old as the cache TTL.",
+                ),
+            ),
+            state_up: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_state_up",
+                    "1 while shared state (Redis) answered its last command; 0 when it failed (or is not configured).",
+                ),
+            ),
+            state_listening: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_state_revocation_channel_up",
+                    "1 while the Redis revocation channel is subscribed and this replica's revocations are synced; while 0, tokens are re-checked in Redis every second.",
+                ),
+            ),
+            state_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "scopegate_state_failures_total",
+                        "Shared-state (Redis) commands that failed, by feature; revocation_allowed counts IdP tokens let through unchecked (idp_tokens_when_unavailable: allow).",
+                    ),
+                    &["feature"],
+                ),
+            ),
+            revocations: register(
+                &r,
+                IntCounter::new(
+                    "scopegate_revocations_total",
+                    "Revocations this replica recorded (token endpoint and admin API).",
+                ),
+            ),
+            revocations_known: register(
+                &r,
+                IntGauge::new(
+                    "scopegate_revocations_known",
+                    "Revocations this replica knows; each is kept until the last token it names expires.",
                 ),
             ),
             tokens_minted: register(

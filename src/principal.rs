@@ -32,6 +32,8 @@ pub struct Binding {
     pub bound_path: Option<String>,
     /// The methods the token is bound to, if the exchange rule bound them.
     pub bound_methods: Option<Vec<String>>,
+    /// How many times the token may be presented across all replicas (`uses:` of its rule).
+    pub uses: Option<u32>,
 }
 
 /// A verified caller.
@@ -51,6 +53,8 @@ pub struct Principal {
     pub claims: Map<String, Value>,
     /// Seconds since the epoch.
     pub expires_at: u64,
+    /// `iat`, seconds since the epoch (0 without one: a revocation by subject then covers it).
+    pub issued_at: u64,
     /// Safe to log: the token's `jti` if it has one, else a prefix of its SHA-256.
     pub token_id: Box<str>,
 }
@@ -80,6 +84,7 @@ impl Principal {
             scopes: vec!["read".into()].into(),
             claims: claims.as_object().cloned().unwrap_or_default(),
             expires_at: crate::token::unix_now() + expires_in,
+            issued_at: crate::token::unix_now(),
             token_id: "t".into(),
         }
     }

@@ -51,6 +51,9 @@ pub enum Rejection {
     /// The caller is over its budget of permissions-cache misses (429 with `Retry-After`).
     #[error("too many requests for organizations not looked up yet; retry later")]
     Throttled(std::time::Duration),
+    /// Shared state refused the token (401), or could not be asked (503).
+    #[error(transparent)]
+    State(#[from] crate::store::StateError),
     /// The request body is larger than the route allows (413).
     #[error("the request body is larger than this route allows")]
     BodyTooLarge,
@@ -99,6 +102,7 @@ impl Rejection {
     fn kind(&self) -> (StatusCode, &'static str, Challenge) {
         use crate::forward_auth::OriginalError;
         use crate::inbound::RequestError;
+        use crate::store::StateError;
         use Challenge::{InsufficientScope, InvalidRequest, InvalidToken, Realm};
         match self {
             Rejection::Path(_) => (StatusCode::BAD_REQUEST, "bad_path", Challenge::None),
@@ -171,6 +175,17 @@ impl Rejection {
             Rejection::Organization(_) => (
                 StatusCode::BAD_REQUEST,
                 "organization_unresolved",
+                Challenge::None,
+            ),
+            Rejection::State(StateError::Revoked) => {
+                (StatusCode::UNAUTHORIZED, "token_revoked", InvalidToken)
+            }
+            Rejection::State(StateError::UsedUp) => {
+                (StatusCode::UNAUTHORIZED, "token_used_up", InvalidToken)
+            }
+            Rejection::State(StateError::Unavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
                 Challenge::None,
             ),
             Rejection::BodyTooLarge => (

@@ -221,7 +221,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Some((admin_limits, metrics)),
         move |req, _| {
             let s = s.clone();
-            async move { Ok::<_, Infallible>(crate::admin::handle(&s, &req)) }
+            async move { Ok::<_, Infallible>(crate::admin::handle(&s, &req).await) }
         },
     );
     tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, auth = ?running.auth_addr, tls = scheme == "https", "scopegate listening");

@@ -49,6 +49,10 @@ impl Signing {
         format!("{}/oauth2/token", self.base_path())
     }
 
+    pub(crate) fn revoke_path(&self) -> String {
+        format!("{}/oauth2/revoke", self.base_path())
+    }
+
     pub(crate) fn discovery_path(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.base_path())
     }
@@ -78,7 +82,7 @@ impl Signing {
     }
 
     /// The OIDC discovery document: what standard JWT authorizers read to trust scopegate.
-    pub(crate) fn discovery(&self, token_endpoint: bool) -> Value {
+    pub(crate) fn discovery(&self, token_endpoint: bool, revocation_endpoint: bool) -> Value {
         let mut algs: Vec<&str> = self
             .keys
             .iter()
@@ -97,6 +101,11 @@ impl Signing {
         if token_endpoint {
             doc["token_endpoint"] = Value::String(format!("{}/oauth2/token", self.issuer));
             doc["grant_types_supported"] = json!([crate::token::GRANT_TYPE]);
+        }
+        if revocation_endpoint {
+            doc["revocation_endpoint"] = Value::String(format!("{}/oauth2/revoke", self.issuer));
+            doc["revocation_endpoint_auth_methods_supported"] =
+                json!(["client_secret_basic", "client_secret_post"]);
         }
         doc
     }

@@ -114,4 +114,7 @@ fn start_background(gateway: &Arc<Gateway>, stop: &watch::Sender<bool>) {
     if let Some(p) = gateway.permissions() {
         p.spawn_reloader(Duration::from_secs(2), stop.subscribe());
     }
+    if let Some(store) = gateway.store() {
+        store.spawn_listener(stop.subscribe());
+    }
 }

@@ -11,6 +11,8 @@ pub const UPSTREAM_TOKEN_USE: &str = "upstream";
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// `token_use` of exchanged tokens.
 pub const EXCHANGE_TOKEN_USE: &str = "exchange";
+/// The claim of an exchanged token that limits how many times it may be presented.
+pub const USES_CLAIM: &str = "max_uses";
 /// The claim that names the caller's identity as (issuer, subject) in every token scopegate
 /// issues (RFC 9493 `iss_sub` subject identifier): `sub` alone is ambiguous across issuers.
 pub const SUBJECT_ID_CLAIM: &str = "sub_id";

@@ -393,6 +393,14 @@ fn principal(
                         ),
                         Some(_) => return Err(AuthError::BadClaim("unknown")),
                     },
+                    uses: match claims.get(crate::token::USES_CLAIM) {
+                        None => None,
+                        Some(v) => Some(
+                            v.as_u64()
+                                .and_then(|n| u32::try_from(n).ok())
+                                .ok_or(AuthError::BadClaim("unknown"))?,
+                        ),
+                    },
                 }))
             }
             _ => return Err(AuthError::UntrustedIssuer),
@@ -433,6 +441,7 @@ fn principal(
         Some(Value::String(j)) if j.len() <= 128 => j.clone(),
         _ => hash[..8].iter().map(|b| format!("{b:02x}")).collect(),
     };
+    let issued_at = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
     Ok(Principal {
         kind,
         issuer: issuer.clone(),
@@ -441,6 +450,7 @@ fn principal(
         scopes: scopes.into(),
         claims,
         expires_at,
+        issued_at,
         token_id: token_id.into_boxed_str(),
     })
 }

@@ -42,6 +42,10 @@ pub const PERMISSIONS_TIMEOUT: Duration = secs(2);
 pub const PERMISSIONS_MAX_CONCURRENCY: usize = 64;
 /// Connections of the `postgres` permissions backend's pool at most.
 pub const POSTGRES_POOL_SIZE: usize = 16;
+/// The longest a Redis command may take: Redis answers in well under a millisecond when healthy.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Prepended to every key scopegate writes in Redis.
+pub const REDIS_KEY_PREFIX: &str = "scopegate:";
 pub const PERMISSIONS_CACHE_ENTRIES: u64 = 10_000;
 /// When the backend's answer names no `ttl`.
 pub const PERMISSIONS_DEFAULT_TTL: Duration = secs(60);

@@ -67,6 +67,16 @@ pub(super) fn exchange_clients(
     )
 }
 
+/// Refuses a rule with `uses:` when no shared state is configured to count them.
+pub(super) fn uses_without_state(check: &mut Check<'_>, i: usize) -> bool {
+    check.error(
+        &[Step::Key("exchange"), Step::Index(i), Step::Key("uses")],
+        "`uses` needs shared state to count uses across replicas",
+        "add `state: { redis: { url: redis://127.0.0.1:6379 } }` to the server file, or remove `uses`",
+    );
+    false
+}
+
 pub(super) fn exchange_rule(
     check: &mut Check<'_>,
     i: usize,
@@ -161,7 +171,16 @@ pub(super) fn exchange_rule(
             })
             .collect::<Vec<_>>()
     });
+    if raw.uses == Some(0) {
+        check.error(
+            &at("uses"),
+            "`uses: 0` would issue a token nobody can use",
+            "give how many times the token may be presented, like `uses: 1`, or leave it out",
+        );
+        ok = false;
+    }
     ok.then(|| crate::exchange::Rule {
+        uses: raw.uses,
         name: name.clone(),
         client: raw.client.clone(),
         audience: raw.audience.clone(),

@@ -15,6 +15,7 @@ mod raw;
 mod routes;
 mod server;
 mod signing;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -75,6 +76,8 @@ pub struct Config {
     pub clock: crate::token::Clock,
     /// Policy tests from every policy file, run by `scopegate check`.
     pub(crate) tests: Vec<crate::described::PolicyTest>,
+    /// Redis, shared by every replica, when configured.
+    pub(crate) state: Option<crate::store::StoreConfig>,
 }
 
 /// Logging: format and default filter (applied at start; `RUST_LOG` wins).
@@ -418,6 +421,7 @@ fn from_parsed(
         .permissions
         .as_ref()
         .and_then(|p| permissions(&mut check, base, p, &issuers));
+    let shared = (raw.state.as_ref()).and_then(|s| state::state(&mut check, base, s));
     if raw.issuers.is_empty() {
         check.error(
             &[],
@@ -456,7 +460,13 @@ fn from_parsed(
         }
         for (i, r) in policy.exchange.iter().enumerate() {
             if let Some(rule) =
-                exchange_rule(&mut pcheck, i, r, exchange_clients.as_ref(), &upstreams)
+                exchange_rule(&mut pcheck, i, r, exchange_clients.as_ref(), &upstreams).filter(
+                    |rule| {
+                        rule.uses.is_none()
+                            || shared.is_some()
+                            || uses_without_state(&mut pcheck, i)
+                    },
+                )
             {
                 exchange_rules.push(rule);
             }
@@ -517,7 +527,7 @@ fn from_parsed(
         (Some(routes), Some(signing)) if errors.is_empty() => Ok(Config {
             listen,
             tls,
-            insecure_http: insecure_targets(&issuers, raw.permissions.as_ref()),
+            insecure_http: insecure_targets(&issuers, raw.permissions.as_ref(), raw.state.as_ref()),
             issuers,
             own_issuer: Arc::new(own_issuer(&upstreams, &signing, &exchange_rules)),
             upstreams,
@@ -541,6 +551,7 @@ fn from_parsed(
             clock: crate::token::Clock::default(),
             log,
             tests: policy_tests,
+            state: shared,
         }),
         _ => Err(ConfigErrors(errors)),
     }

@@ -44,6 +44,47 @@ pub(crate) struct Server {
     /// CORS for browser callers of every route (a route may replace it or turn it off).
     #[serde(default)]
     pub(crate) cors: Option<Cors>,
+    /// State shared by every replica: revocations, limited-use tokens, shared limits.
+    #[serde(default)]
+    pub(crate) state: Option<State>,
+}
+
+/// `state:`: where replicas share what they must agree on.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct State {
+    pub(crate) redis: Redis,
+}
+
+/// `state.redis`: the Redis server every replica points at.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Redis {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub(crate) url: String,
+    /// With `rediss://`: a private CA (then trusted alone) and a client certificate.
+    #[serde(default)]
+    pub(crate) tls: Option<ClientTls>,
+    /// Prepended to every key and channel (default `scopegate:`), to share one Redis.
+    #[serde(default)]
+    pub(crate) key_prefix: Option<String>,
+    /// The longest a Redis command may take before it counts as failed (default 250ms).
+    #[serde(default)]
+    pub(crate) timeout: Option<String>,
+    /// What an IdP token gets when its revocation cannot be checked: `deny` (default, 503) or
+    /// `allow`. Exchanged and limited-use tokens are always refused then.
+    #[serde(default)]
+    pub(crate) idp_tokens_when_unavailable: Option<WhenUnavailable>,
+    /// Allow `redis://` to a host that is not loopback; warned at every load.
+    #[serde(default)]
+    pub(crate) insecure_plaintext: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WhenUnavailable {
+    Deny,
+    Allow,
 }
 
 /// What requests may carry and what of them is never forwarded.

@@ -348,6 +348,7 @@ fn protocol(
 pub(super) fn insecure_targets(
     issuers: &[Arc<IssuerConfig>],
     permissions: Option<&raw::Permissions>,
+    state: Option<&raw::State>,
 ) -> Vec<String> {
     let plain = |u: &Uri| u.scheme_str() == Some("http") && !is_loopback(u);
     let issuers = issuers.iter().filter(|i| match &i.keys {
@@ -365,5 +366,10 @@ pub(super) fn insecure_targets(
     issuers
         .map(|i| format!("issuer/{}", i.name))
         .chain(permissions.map(|_| "permissions".to_string()))
+        .chain(
+            state
+                .filter(|s| s.redis.insecure_plaintext)
+                .map(|_| "state".to_string()),
+        )
         .collect()
 }

@@ -42,6 +42,7 @@ fn principal(combine: Combine, scopes: &[&str]) -> Principal {
         scopes: scopes.into(),
         claims: object(json!({"sub": "alice", "azp": "cli"})),
         expires_at: 2_000_000_000,
+        issued_at: 1_900_000_000,
         token_id: "t".into(),
     }
 }

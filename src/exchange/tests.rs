@@ -17,6 +17,7 @@ fn config() -> ExchangeConfig {
             max_ttl: Duration::from_secs(3600),
             bind: Some(Bind::new("/builds/{id}").unwrap()),
             bind_methods: Some(vec!["PUT".into()]),
+            uses: None,
         }],
         max_act_depth: 2,
         max_auth_failures_per_minute: 3,

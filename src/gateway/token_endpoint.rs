@@ -1,15 +1,18 @@
 //! The token endpoint of the pipeline: `POST <issuer>/oauth2/token` (RFC 8693), with the
-//! per-address limit on failed client authentication.
+//! per-address limit on failed client authentication (counted in Redis across replicas when
+//! shared state is configured, else per replica).
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http::{Method, Request, Response, header};
+use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::Gateway;
-use crate::exchange::ExchangeConfig;
+use crate::exchange::{ErrorCode, ExchangeConfig, ExchangeError, Form, err, response};
 
 impl Gateway {
     /// `POST <issuer>/oauth2/token`: RFC 8693 token exchange.
@@ -19,48 +22,14 @@ impl Gateway {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Bytes> {
-        use crate::exchange::{
-            ErrorCode, Form, MAX_FORM_BYTES, err, issue, response, subject_token,
+        use crate::exchange::{issue, subject_token};
+        let (headers, form) = match self.client_form(request, peer).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
         };
-        let bad = |d: &str| Err(err(ErrorCode::InvalidRequest, d));
-        if request.method() != Method::POST {
-            return response(bad("use POST"));
-        }
-        // Checked before the credentials, so a guesser learns nothing more this minute.
-        if self.auth_failures.blocked(peer.ip()) {
-            self.metrics
-                .limit_rejections
-                .with_label_values(&["client_auth_failures"])
-                .inc();
-            return crate::exchange::too_many_failures();
-        }
-        let form_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';').next().is_some_and(|t| {
-                    t.trim()
-                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                })
-            });
-        if !form_type {
-            return response(bad("the body must be application/x-www-form-urlencoded"));
-        }
-        let (parts, body) = request.into_parts();
-        let Ok(body) = Limited::new(body, MAX_FORM_BYTES).collect().await else {
-            return response(bad("the body is unreadable or too large"));
-        };
-        let form = Form::parse(&body.to_bytes());
         let mut client_label = "unauthenticated".to_string();
         let result = async {
-            let client = exchange
-                .authenticate(&parts.headers, &form)
-                .inspect_err(|e| {
-                    if e.code == ErrorCode::InvalidClient && self.auth_failures.record(peer.ip()) {
-                        tracing::warn!(peer = %peer.ip(), limit = exchange.max_auth_failures_per_minute, "client authentication at the token endpoint failed too often; refusing this address for the rest of the minute");
-                    }
-                })?;
+            let client = self.authenticate(exchange, &headers, &form, peer).await?;
             // Only a configured, authenticated client id becomes a label: bounded cardinality.
             client_label.clone_from(&client);
             let token = subject_token(&form)?;
@@ -99,5 +68,89 @@ impl Gateway {
             }
         }
         response(result)
+    }
+
+    /// The form of a client's request to the token or revocation endpoint: POST, form-encoded,
+    /// bounded, from an address not over its failure budget.
+    pub(super) async fn client_form(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(HeaderMap, Form), Response<Bytes>> {
+        use crate::exchange::MAX_FORM_BYTES;
+        let bad = |d: &str| response(Err(err(ErrorCode::InvalidRequest, d)));
+        if request.method() != Method::POST {
+            return Err(bad("use POST"));
+        }
+        // Checked before the credentials, so a guesser learns nothing more this minute.
+        if self.client_blocked(peer).await {
+            self.metrics
+                .limit_rejections
+                .with_label_values(&["client_auth_failures"])
+                .inc();
+            return Err(crate::exchange::too_many_failures());
+        }
+        let form_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| {
+                    t.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if !form_type {
+            return Err(bad("the body must be application/x-www-form-urlencoded"));
+        }
+        let (parts, body) = request.into_parts();
+        let Ok(body) = Limited::new(body, MAX_FORM_BYTES).collect().await else {
+            return Err(bad("the body is unreadable or too large"));
+        };
+        Ok((parts.headers, Form::parse(&body.to_bytes())))
+    }
+
+    /// Authenticates the client; a failure counts against the peer's address.
+    pub(super) async fn authenticate(
+        &self,
+        exchange: &ExchangeConfig,
+        headers: &HeaderMap,
+        form: &Form,
+        peer: SocketAddr,
+    ) -> Result<String, ExchangeError> {
+        let result = exchange.authenticate(headers, form);
+        if let Err(e) = &result
+            && e.code == ErrorCode::InvalidClient
+        {
+            let limit = exchange.max_auth_failures_per_minute;
+            let mut reached = self.auth_failures.record(peer.ip());
+            if let Some(store) = &self.store {
+                let ip = peer.ip().to_string();
+                // Redis down: this replica's own count (above) still applies.
+                if let Ok((count, _)) = store.count(&["auth", &ip], Duration::from_secs(60)).await {
+                    reached = count == u64::from(limit);
+                }
+            }
+            if reached {
+                tracing::warn!(peer = %peer.ip(), limit, "client authentication at the token endpoint failed too often; refusing this address for the rest of the minute");
+            }
+        }
+        result
+    }
+
+    /// Whether the peer's address has used up its failed authentications for this minute, on
+    /// this replica or (with shared state) across all of them.
+    async fn client_blocked(&self, peer: SocketAddr) -> bool {
+        if self.auth_failures.blocked(peer.ip()) {
+            return true;
+        }
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let limit = self.auth_failures.limit();
+        store
+            .peek(&["auth", &peer.ip().to_string()])
+            .await
+            .is_ok_and(|n| n >= u64::from(limit))
     }
 }

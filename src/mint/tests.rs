@@ -134,13 +134,13 @@ fn issuer_documents_live_under_the_issuer_path() {
     };
     assert_eq!(s.jwks_path(), "/sg/.well-known/jwks.json");
     assert_eq!(s.token_path(), "/sg/oauth2/token");
-    let doc = s.discovery(true);
+    let doc = s.discovery(true, false);
     assert_eq!(
         doc["jwks_uri"],
         "https://gw.example/sg/.well-known/jwks.json"
     );
     assert_eq!(doc["token_endpoint"], "https://gw.example/sg/oauth2/token");
-    assert!(s.discovery(false).get("token_endpoint").is_none());
+    assert!(s.discovery(false, false).get("token_endpoint").is_none());
 }
 
 #[test]

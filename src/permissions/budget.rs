@@ -92,6 +92,25 @@ impl MissBudget {
     }
 }
 
+/// Takes one miss from the caller's budget counted in Redis, across every replica: `burst`
+/// misses per window of `burst / per_second` (the time the local bucket takes to refill), so
+/// the rate and burst mean what they mean per replica. Redis down: the local bucket (already
+/// taken) is the only bound, as documented.
+pub(crate) async fn take_shared(
+    store: &crate::store::Store,
+    config: &BudgetConfig,
+    query: &super::Query,
+) -> Result<(), Duration> {
+    let window = Duration::from_secs_f64(f64::from(config.burst) / config.per_second);
+    let caller = crate::store::key_of(&query.issuer, &query.subject, None);
+    match store.count(&["miss", &caller], window).await {
+        Ok((count, left)) if count > u64::from(config.burst) => Err(Duration::from_secs(
+            left.as_secs_f64().ceil().max(1.0) as u64,
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

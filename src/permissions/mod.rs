@@ -149,6 +149,8 @@ pub struct Permissions {
     /// The role names the policies define.
     known_roles: std::collections::HashSet<String>,
     budget: budget::MissBudget,
+    /// Where the budget is counted across replicas, when shared state is configured.
+    shared: Option<Arc<crate::store::Store>>,
     metrics: Metrics,
 }
 
@@ -181,10 +183,11 @@ impl Source {
 }
 
 impl Permissions {
-    pub fn new(
+    pub(crate) fn new(
         backend: Arc<dyn Backend>,
         config: CacheConfig,
         known_roles: std::collections::HashSet<String>,
+        shared: Option<Arc<crate::store::Store>>,
         metrics: Metrics,
     ) -> Self {
         // Invalidation closures cost a check on every hit while one is pending: only for a
@@ -219,6 +222,7 @@ impl Permissions {
         Self {
             backend,
             budget: budget::MissBudget::new(config.budget),
+            shared,
             config,
             caches,
             known_roles,
@@ -259,6 +263,11 @@ impl Permissions {
                     .budget
                     .take(&query.issuer, &query.subject)
                     .map_err(BackendError::Throttled)?;
+                if let Some(store) = &self.shared {
+                    budget::take_shared(store, &self.config.budget, query)
+                        .await
+                        .map_err(BackendError::Throttled)?;
+                }
                 called = true;
                 let started = Instant::now();
                 let answer = self.backend.lookup(query).await;

@@ -123,7 +123,23 @@ fn scopegate_tokens_are_told_apart_by_token_use() {
             audience: "api".into(),
             bound_path: Some("/builds/42".into()),
             bound_methods: None,
+            uses: None,
         }))
+    );
+    let limited = own(base(
+        json!({"token_use": "exchange", "aud": "api", "max_uses": 1, "act": {"sub": "job"}}),
+    ))
+    .unwrap();
+    assert!(
+        matches!(&limited.kind, TokenKind::Exchanged(b) if b.uses == Some(1)),
+        "max_uses is read"
+    );
+    assert!(
+        own(base(
+            json!({"token_use": "exchange", "aud": "api", "max_uses": "1", "act": {"sub": "job"}})
+        ))
+        .is_err(),
+        "a malformed max_uses is refused, never ignored"
     );
     assert_eq!(exchanged.origin(), "https://idp.example");
     // Deeper than allowed.

@@ -78,6 +78,10 @@ pub(crate) struct ExchangeRule {
     /// A path template the requested `resource` must match; the token is bound to that path.
     #[serde(default)]
     pub(crate) bind: Option<String>,
+    /// How many times the issued token may be presented at the gateway, across every replica
+    /// (needs `state.redis`).
+    #[serde(default)]
+    pub(crate) uses: Option<u32>,
     /// The methods the issued token is bound to (with `bind`), like `[PUT]`.
     #[serde(default)]
     pub(crate) bind_methods: Option<Vec<String>>,
