@@ -75,9 +75,7 @@ pub(super) fn state(check: &mut Check<'_>, base: &Path, raw: &raw::State) -> Opt
     let client = match raw.tls.as_ref().filter(|_| tls) {
         None => redis::Client::open(info),
         Some(t) => {
-            let Some(certificates) = certificates(check, base, t) else {
-                return None;
-            };
+            let certificates = certificates(check, base, t)?;
             redis::Client::build_with_tls(info, certificates)
         }
     };

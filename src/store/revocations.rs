@@ -175,8 +175,11 @@ fn glob_escape(prefix: &str) -> String {
     out
 }
 
-/// How often the listener forgets expired revocations and checks that its store still exists.
-const TICK: Duration = Duration::from_secs(5);
+/// How often the listener pings Redis on the subscribed connection (a silent loss of it would
+/// otherwise leave the local set stale unnoticed) and checks that its store still exists.
+const TICK: Duration = Duration::from_secs(1);
+/// Every how many ticks expired revocations are forgotten.
+const PURGE_EVERY: u32 = 30;
 
 /// Subscribes to the revocation channel, syncs, and applies every published revocation; after a
 /// failure, tries again every second. Ends when the store is dropped (a reload built another)
@@ -204,8 +207,9 @@ pub(super) fn spawn_listener(store: Weak<Store>, mut stop: watch::Receiver<bool>
                     s.listening.store(true, Ordering::Release);
                     s.metrics.state_listening.set(1);
                 }
-                let mut messages = pubsub.into_on_message();
+                let (mut sink, mut messages) = pubsub.split();
                 let mut tick = tokio::time::interval(TICK);
+                let mut ticks = 0u32;
                 loop {
                     tokio::select! {
                         message = messages.next() => {
@@ -220,8 +224,18 @@ pub(super) fn spawn_listener(store: Weak<Store>, mut stop: watch::Receiver<bool>
                         }
                         _ = tick.tick() => {
                             let Some(s) = store.upgrade() else { return Ok(()) };
-                            s.revocations.purge(crate::token::unix_now());
+                            let timeout = s.config.timeout;
+                            ticks = ticks.wrapping_add(1);
+                            if ticks.is_multiple_of(PURGE_EVERY) {
+                                s.revocations.purge(crate::token::unix_now());
+                            }
                             s.metrics.revocations_known.set(s.revocations.len() as i64);
+                            drop(s);
+                            match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => return Err(e.to_string()),
+                                Err(_) => return Err("the revocation channel did not answer a ping".to_string()),
+                            }
                         }
                     }
                 }

@@ -9,16 +9,16 @@ use serde_json::{Value, json};
 
 use crate::util::{Answer, CLIENT_SECRET, Harness, now, scenario};
 
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+pub(crate) const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
-fn basic(id: &str, secret: &str) -> String {
+pub(crate) fn basic(id: &str, secret: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
     )
 }
 
-fn form(fields: &[(&str, &str)]) -> Bytes {
+pub(crate) fn form(fields: &[(&str, &str)]) -> Bytes {
     let mut f = form_urlencoded::Serializer::new(String::new());
     for (k, v) in fields {
         f.append_pair(k, v);
@@ -62,14 +62,14 @@ const BOUND: [(&str, &str); 2] = [
 ];
 
 /// The callback token for build 42, exchanged from `subject`.
-async fn callback(h: &Harness, subject: &str) -> String {
+pub(crate) async fn callback(h: &Harness, subject: &str) -> String {
     let a = exchange(h, subject, &BOUND).await;
     a.expect_status(StatusCode::OK);
     a.json()["access_token"].as_str().unwrap().to_string()
 }
 
 /// The user's token: alice in buildco, valid for `secs`.
-fn user_token(h: &Harness, secs: i64) -> String {
+pub(crate) fn user_token(h: &Harness, secs: i64) -> String {
     let mut c = h.claims("read:builds create:builds update:builds");
     c["org_id"] = json!("buildco");
     c["exp"] = json!(now() + secs);

@@ -35,6 +35,7 @@ mod private_ca;
 mod props;
 mod scenarios;
 mod schema;
+mod shared_state;
 mod tls;
 mod trust;
 mod websocket;

@@ -13,6 +13,7 @@ pub mod parsers;
 pub mod perms;
 pub mod pki;
 pub mod postgres;
+pub mod redis;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -162,20 +163,10 @@ impl Harness {
         )
         .await
         .unwrap();
-        let mut policies = vec![Source {
-            path: PathBuf::from("policy.yaml"),
-            text: options.policy.clone(),
-        }];
-        for (name, text) in &options.more_policies {
-            policies.push(Source {
-                path: PathBuf::from(name),
-                text: text.clone(),
-            });
-        }
         let config = config::from_sources(
             &server_source(&issuer, echo, proxy, &options),
             &options.base,
-            &policies,
+            &policy_sources(&options),
         )
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let clock = config.clock.clone();
@@ -188,6 +179,18 @@ impl Harness {
             clock,
             _stop: stop,
         }
+    }
+
+    /// Another replica beside this gateway: the same issuer and upstream, started from
+    /// `options` (give them a `signing` key file, so replicas accept each other's tokens).
+    pub async fn replica(&self, options: &Options) -> Running {
+        let config = config::from_sources(
+            &server_source(&self.issuer, self.echo, closed_port(), options),
+            &options.base,
+            &policy_sources(options),
+        )
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        scopegate::serve::start(config).await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -256,6 +259,20 @@ impl Harness {
             )
             .await
     }
+}
+
+fn policy_sources(options: &Options) -> Vec<Source> {
+    let mut policies = vec![Source {
+        path: PathBuf::from("policy.yaml"),
+        text: options.policy.clone(),
+    }];
+    for (name, text) in &options.more_policies {
+        policies.push(Source {
+            path: PathBuf::from(name),
+            text: text.clone(),
+        });
+    }
+    policies
 }
 
 fn server_source(issuer: &DevIssuer, echo: SocketAddr, proxy: SocketAddr, o: &Options) -> Source {
