@@ -145,7 +145,7 @@ impl Gateway {
             &config.limits,
             &config.signing.issuer,
             max_act_depth,
-            kept_claims(config.routes.routes()),
+            crate::principal::KeptClaims::for_routes(config.routes.routes()),
             config.clock.clone(),
         );
         let upstreams = Upstreams::new(
@@ -578,27 +578,6 @@ impl Gateway {
             scopes: allowed.scopes,
         })
     }
-}
-
-/// The claims a verified token must keep for these routes: all when a condition reads `token`,
-/// else the ones stages read by name and those organizations are taken from.
-fn kept_claims(routes: &[Arc<Route>]) -> crate::principal::KeptClaims {
-    use crate::principal::KeptClaims;
-    if routes
-        .iter()
-        .any(|r| r.condition.as_ref().is_some_and(|c| c.reads_token()))
-    {
-        return KeptClaims::All;
-    }
-    KeptClaims::Named(
-        routes
-            .iter()
-            .filter_map(|r| match &r.organization {
-                Some(crate::policy::OrgSource::Claim(name)) => Some(name.clone()),
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
 fn json_document(body: &serde_json::Value) -> Response<Body> {

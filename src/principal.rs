@@ -131,6 +131,26 @@ pub enum KeptClaims {
 pub(crate) const READ_CLAIMS: [&str; 3] = ["azp", "client_id", "org_id"];
 
 impl KeptClaims {
+    /// The claims a verified token must keep for these routes: all when a condition reads
+    /// `token`, else the ones stages read by name and those organizations are taken from.
+    pub(crate) fn for_routes(routes: &[Arc<crate::policy::Route>]) -> Self {
+        if routes
+            .iter()
+            .any(|r| r.condition.as_ref().is_some_and(|c| c.reads_token()))
+        {
+            return KeptClaims::All;
+        }
+        KeptClaims::Named(
+            routes
+                .iter()
+                .filter_map(|r| match &r.organization {
+                    Some(crate::policy::OrgSource::Claim(name)) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
     /// Drops from `claims` what the pipeline will not read.
     pub(crate) fn keep(&self, claims: &mut Map<String, Value>) {
         if let Self::Named(names) = self {

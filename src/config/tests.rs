@@ -12,6 +12,7 @@ mod client_tls;
 mod cors;
 mod postgres;
 mod protocol;
+mod state;
 mod websocket;
 mod workers;
 use crate::policy::Access;

@@ -212,6 +212,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "permissions",
             "proxy",
             "route",
+            "store",
             "verify",
             "websocket",
         ],
