@@ -40,6 +40,19 @@ impl Gateway {
                 .map_err(|e| {
                     err(ErrorCode::InvalidGrant, format!("subject token: {e}")).caused_by(e)
                 })?;
+            // A revoked token must not be laundered into a fresh one, nor a limited-use token
+            // multiplied: the exchange is a presentation like any other.
+            let presented = match self.admit(&subject, None).await {
+                Ok(()) => self.spend(&subject).await,
+                refused => refused,
+            };
+            presented.map_err(|r| match r {
+                crate::reject::Rejection::State(crate::store::StateError::Unavailable) => err(
+                    ErrorCode::TemporarilyUnavailable,
+                    "shared state is unavailable; retry later",
+                ),
+                other => err(ErrorCode::InvalidGrant, format!("subject token: {other}")),
+            })?;
             let granted = exchange.grant(&client, &subject, &form)?;
             tracing::info!(client = %client, rule = granted.rule, subject_token = %subject.token_id, "token exchanged");
             issue(

@@ -27,7 +27,7 @@ pub(crate) fn form(fields: &[(&str, &str)]) -> Bytes {
 }
 
 /// `POST /oauth2/token` as the builds API, with `subject_token` and `extra` fields.
-async fn exchange(h: &Harness, subject_token: &str, extra: &[(&str, &str)]) -> Answer {
+pub(crate) async fn exchange(h: &Harness, subject_token: &str, extra: &[(&str, &str)]) -> Answer {
     let mut fields = vec![
         (
             "grant_type",
@@ -56,7 +56,7 @@ fn claims_of(token: &str) -> Value {
 }
 
 /// The exchange of story 01: the builds API's callback token for build 42.
-const BOUND: [(&str, &str); 2] = [
+pub(crate) const BOUND: [(&str, &str); 2] = [
     ("audience", "https://builds.example.com"),
     ("resource", "https://api.example.com/builds/42"),
 ];

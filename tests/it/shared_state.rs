@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use scopegate::serve::Running;
 use serde_json::json;
 
-use crate::exchange::{FORM, basic, callback, form, user_token};
+use crate::exchange::{BOUND, FORM, basic, callback, exchange, form, user_token};
 use crate::util::redis::Redis;
 use crate::util::{Answer, CLIENT_SECRET, Harness, Options, now, scenario};
 
@@ -199,6 +199,11 @@ async fn the_admin_api_revokes_a_user_everywhere_or_within_one_organization() {
         .expect_status(StatusCode::OK);
 
     // Everywhere: every token alice holds now, on every replica; a token issued later works.
+    // A held token cannot be laundered through token exchange either.
+    let user = user_token(&a, 300);
+    exchange(&a, &user, &BOUND)
+        .await
+        .expect_status(StatusCode::OK);
     let r = admin_post(&a, &a.gateway, &[("iss", &issuer), ("sub", "alice")]).await;
     r.expect_status(StatusCode::OK);
     let before = r.json()["before"].as_i64().unwrap();
@@ -207,6 +212,9 @@ async fn the_admin_api_revokes_a_user_everywhere_or_within_one_organization() {
         r.code() == "token_revoked"
     })
     .await;
+    let laundered = exchange(&a, &user, &BOUND).await;
+    laundered.expect_status(StatusCode::BAD_REQUEST);
+    assert_eq!(laundered.json()["error"], "invalid_grant");
     while now() <= before {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -275,6 +283,15 @@ async fn a_one_time_token_is_accepted_exactly_once_across_replicas() {
         .filter(|r| r.code() == "token_used_up")
         .count();
     assert_eq!((accepted, used_up), (1, 99));
+    // Exchanging it is a use too: a spent one-time token cannot be multiplied.
+    let multiplied = exchange(&a, &once, &BOUND).await;
+    multiplied.expect_status(StatusCode::BAD_REQUEST);
+    assert!(
+        multiplied.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("used")
+    );
 
     // A second token of the same rule has its own count.
     let another = callback(&a, &user_token(&a, 300)).await;
